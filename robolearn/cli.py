@@ -1,0 +1,71 @@
+"""`robolearn <command>`: one CLI over the whole platform.
+
+Each domain registers its own sub-commands from a small module (kept free of
+heavy imports so `--help` stays fast); this file only wires them together and
+turns `UserError` into one clean line on stderr plus a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from robolearn import __version__
+from robolearn.errors import UserError
+
+# Modules exposing `register(subparsers)`. A module that is missing (a domain
+# not built yet) is skipped so the rest of the CLI keeps working.
+COMMAND_MODULES = [
+    "robolearn.datasets.cli",  # data
+    "robolearn.sim.cli",  # collect
+    "robolearn.pretrain.cli",  # pretrain
+    "robolearn.train.cli",  # train
+    "robolearn.eval.cli",  # eval, quickstart
+    "robolearn.real_robot.cli",  # serve
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robolearn",
+        description="Robot imitation learning: demos in zarr, pretraining, policy heads, sim eval, control daemon.",
+    )
+    parser.add_argument("--version", action="version", version=f"robolearn {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except UserError as exc:
+        print(f"robolearn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"robolearn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

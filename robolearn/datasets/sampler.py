@@ -1,0 +1,135 @@
+"""Training windows over an episode store.
+
+One window per time step t of the selected episodes:
+
+    obs      steps t-To+1 .. t        (before the episode start: the first frame repeated)
+    action   steps t .. t+Ta-1        (past the episode end: the last action repeated,
+                                       flagged in `action_is_pad`)
+
+Per-step labels named in `mask_keys` (e.g. `extraneous`) come along over the action
+window, a per-episode weight (EIL / OOD-IL) as `weight`, and per-episode metadata
+named in `meta_fields` (e.g. `instruction` for language goals) as `meta`.
+
+Low-dim keys are always held in RAM (they are small and reading a few rows from a
+compressed chunk costs far more than they do); camera frames are read from the store
+per window unless `in_ram=True`. Each DataLoader worker opens its own handle on the
+store, so `num_workers > 0` works with any store backend.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from robolearn.datasets.store import EpisodeStore, is_image_array
+from robolearn.errors import UserError
+
+
+class WindowDataset:
+    """A map-style dataset (works with `torch.utils.data.DataLoader`) of obs/action windows."""
+
+    def __init__(
+        self,
+        store: EpisodeStore | str | os.PathLike,
+        obs_keys: Sequence[str],
+        action_key: str = "action",
+        obs_horizon: int = 2,
+        action_horizon: int = 16,
+        episodes: Sequence[int] | None = None,
+        in_ram: bool = False,
+        mask_keys: Sequence[str] = (),
+        weights: str | np.ndarray | Sequence[float] | None = None,
+        meta_fields: Sequence[str] = (),
+    ):
+        if obs_horizon < 1 or action_horizon < 1:
+            raise UserError(f"obs_horizon and action_horizon must be >= 1, got {obs_horizon}, {action_horizon}")
+        self._store = store if isinstance(store, EpisodeStore) else EpisodeStore.open(store)
+        self._path = self._store.path
+        self._pid = os.getpid()
+        self.obs_keys = list(obs_keys)
+        self.action_key = action_key
+        self.obs_horizon = obs_horizon
+        self.action_horizon = action_horizon
+        self.mask_keys = list(mask_keys)
+        self.meta_fields = list(meta_fields)
+
+        s = self._store
+        for key in [*self.obs_keys, action_key, *self.mask_keys]:
+            if key not in s.keys:
+                raise UserError(f"{self._path}: no data key {key!r} (store has {', '.join(s.keys) or 'none'})")
+        self.episodes = np.arange(s.n_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
+        if len(self.episodes) and (self.episodes.min() < 0 or self.episodes.max() >= s.n_episodes):
+            raise UserError(f"{self._path}: episode indices must lie in [0, {s.n_episodes})")
+
+        # index: one entry per window -> (global step t, episode start, episode end, episode id)
+        ends = s.episode_ends
+        starts = np.concatenate([[0], ends[:-1]])
+        rows = [
+            np.stack([np.arange(starts[e], ends[e]), np.full(ends[e] - starts[e], starts[e]),
+                      np.full(ends[e] - starts[e], ends[e]), np.full(ends[e] - starts[e], e)], axis=1)
+            for e in self.episodes
+        ]
+        self._index = np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 4), np.int64)
+
+        self._weights = self._resolve_weights(weights)
+        self._meta = {f: s.meta_column(f) for f in self.meta_fields}
+        self._image_keys = [k for k in self.obs_keys if is_image_array(s.array(k))]
+        self._ram: dict[str, np.ndarray] = {}
+        for key in [*self.obs_keys, action_key, *self.mask_keys]:
+            if key not in self._image_keys or in_ram:
+                self._ram[key] = s.get(key)
+
+    def _resolve_weights(self, weights) -> np.ndarray:
+        n = self._store.n_episodes
+        if weights is None:
+            return np.ones(n, dtype=np.float32)
+        w = self._store.meta_column(weights) if isinstance(weights, str) else np.asarray(weights)
+        if w.shape != (n,):
+            raise UserError(f"{self._path}: per-episode weights must have shape ({n},), got {w.shape}")
+        w = w.astype(np.float32)
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise UserError(f"{self._path}: per-episode weights must be finite and >= 0")
+        return w
+
+    @property
+    def store(self) -> EpisodeStore:
+        """This process's handle on the store (re-opened after a fork into a worker)."""
+        if os.getpid() != self._pid:
+            self._store = EpisodeStore.open(self._path)
+            self._pid = os.getpid()
+        return self._store
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _rows(self, key: str, idx: np.ndarray) -> np.ndarray:
+        if key in self._ram:
+            return self._ram[key][idx]
+        arr = self.store.array(key)
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        return arr[lo:hi][idx - lo]  # one contiguous read, then pick (repeats at the edges)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        t, start, end, ep = (int(v) for v in self._index[i])
+        obs_idx = np.clip(np.arange(t - self.obs_horizon + 1, t + 1), start, end - 1)
+        act_range = np.arange(t, t + self.action_horizon)
+        act_idx = np.minimum(act_range, end - 1)
+        return {
+            "obs": {k: self._rows(k, obs_idx) for k in self.obs_keys},
+            "action": self._rows(self.action_key, act_idx).astype(np.float32),
+            "action_is_pad": act_range >= end,
+            "masks": {k: self._rows(k, act_idx).astype(np.float32) for k in self.mask_keys},
+            "weight": self._weights[ep],
+            "meta": {f: col[ep] for f, col in self._meta.items()},
+            "episode": np.int64(ep),
+            "t": np.int64(t - start),
+        }
+
+    def subset_by_episode(self, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Split this dataset's episodes into (train, held-out) index arrays."""
+        rng = np.random.default_rng(seed)
+        eps = rng.permutation(self.episodes)
+        n_val = int(round(len(eps) * fraction))
+        return np.sort(eps[n_val:]), np.sort(eps[:n_val])

@@ -1,0 +1,541 @@
+"""Episode store: demonstrations in a zarr v3 group, one episode appended at a time.
+
+Layout (the diffusion_policy ReplayBuffer layout, plus robolearn's metadata):
+
+    data/<key>            every step of every episode, concatenated along axis 0
+    meta/episode_ends     int64, cumulative end index of each episode (the commit record)
+    meta/episodes/<field> one value per episode (task, seed, success, instruction, ...)
+    attrs                 format name + version, running per-key statistics, user attrs
+                          (e.g. the task and the env kwargs that recorded it)
+
+Crash safety. `append_episode` writes every data array first, then the per-episode
+metadata, and extends `meta/episode_ends` last: that write is the commit point. A
+reader only looks at steps below the last valid episode end, so it never sees part
+of an episode; opening a store for appending trims whatever an interrupted writer
+left beyond that point. zarr's local store replaces each chunk file atomically
+(write to a temp file, then rename), so rewriting the chunk that holds the tail of
+a committed episode cannot corrupt it, even under SIGKILL.
+
+Images (uint8, ndim 4: T, H, W, C) are chunked one frame per chunk; low-dim arrays
+in runs of time steps. Everything is Blosc/zstd compressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from robolearn.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "robolearn.episodes"
+FORMAT_VERSION = 1
+LOWDIM_CHUNK_BYTES = 1 << 20  # aim for ~1 MiB chunks of low-dim data
+MAX_LOWDIM_CHUNK_STEPS = 4096
+
+# zarr warns that its variable-length string dtype is not in the v3 spec yet; we rely on it knowingly.
+warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+warnings.filterwarnings("ignore", category=UserWarning, module="zarr.codecs.vlen_utf8")
+
+
+def is_image_array(arr: np.ndarray | zarr.Array) -> bool:
+    """uint8 arrays shaped (T, H, W, C) are camera frames."""
+    return arr.dtype == np.uint8 and len(arr.shape) == 4
+
+
+def _is_url(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def _is_zip(path: str | os.PathLike) -> bool:
+    return str(path).endswith(".zip")
+
+
+def _open_zarr_store(path: str | os.PathLike, read_only: bool):
+    """A zarr store object for a local directory, a local .zip, or an fsspec URL."""
+    if _is_url(path):
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(str(path), read_only=read_only)
+    if _is_zip(path):
+        from zarr.storage import ZipStore
+
+        if not read_only:
+            raise UserError(f"{path}: zip stores are read-only archives; write a directory store and export it")
+        return ZipStore(str(path), mode="r", read_only=True)
+    from zarr.storage import LocalStore
+
+    return LocalStore(str(path), read_only=read_only)
+
+
+def store_exists(path: str | os.PathLike) -> bool:
+    """True if anything (store or not) already lives at `path`."""
+    if _is_url(path):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(str(path))
+        return fs.exists(p)
+    return Path(path).exists()
+
+
+def _public_stats(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: {s: v[s] for s in ("min", "max", "mean", "std", "count")} for k, v in raw.items() if "min" in v}
+
+
+def _meta_fill(value: Any) -> Any:
+    """The value an earlier episode gets for a metadata field that appears later."""
+    if isinstance(value, str):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return -1
+    return np.nan
+
+
+def _to_python(value: Any) -> Any:
+    """A numpy scalar / 0-d array as a plain Python str, int, float or bool."""
+    return value.item() if isinstance(value, (np.generic, np.ndarray)) else value
+
+
+def _meta_dtype(value: Any):
+    if isinstance(value, str):
+        return str
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_
+    if isinstance(value, (int, np.integer)):
+        return np.int64
+    if isinstance(value, (float, np.floating)):
+        return np.float64
+    raise UserError(f"episode metadata value {value!r}: expected str, int, float or bool")
+
+
+class EpisodeStore:
+    """A zarr group of episodes. Create with `create`, open with `open`."""
+
+    def __init__(self, group: zarr.Group, path: str, mode: str):
+        self._root = group
+        self.path = path
+        self.mode = mode
+        self._arrays: dict[str, zarr.Array] = {}
+        self._meta: dict[str, zarr.Array] = {}
+        self.episode_ends = np.zeros(0, dtype=np.int64)
+        self.refresh()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike, overwrite: bool = False, attrs: Mapping[str, Any] | None = None
+    ) -> "EpisodeStore":
+        """A new, empty store at `path` (a directory or an fsspec URL)."""
+        path = str(path)
+        if _is_zip(path):
+            raise UserError(f"{path}: zip stores are read-only archives; create a directory store, then `export_zip`")
+        if store_exists(path) and not overwrite:
+            raise UserError(f"{path}: already exists (pass overwrite=True to replace it)")
+        group = zarr.open_group(_open_zarr_store(path, read_only=False), mode="w")
+        group.create_group("data")
+        group.create_group("meta")
+        group.create_group("meta/episodes")
+        group.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype=np.int64, fill_value=0)
+        group.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "stats": {}, **(attrs or {})})
+        return cls(group, path, "a")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> "EpisodeStore":
+        """Open an existing store; mode "r" (read-only) or "a" (append; trims an interrupted append)."""
+        path = str(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        if not store_exists(path):
+            raise UserError(f"{path}: no such store")
+        try:
+            group = zarr.open_group(_open_zarr_store(path, read_only=(mode == "r")), mode="r" if mode == "r" else "r+")
+            ends = group["meta/episode_ends"]
+            group["data"]
+        except UserError:
+            raise
+        except Exception as exc:  # zarr raises several types for "not a group / missing node"
+            raise UserError(f"{path}: not an episode store (expected a zarr group with data/ and meta/episode_ends)") from exc
+        if not isinstance(ends, zarr.Array):
+            raise UserError(f"{path}: meta/episode_ends is not an array")
+        store = cls(group, path, mode)
+        if mode == "a":
+            store._trim_uncommitted()
+        return store
+
+    def __enter__(self) -> "EpisodeStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        store = getattr(self._root, "store", None)
+        if store is not None and hasattr(store, "close"):
+            store.close()
+
+    # ------------------------------------------------------------------ reading
+    def refresh(self) -> None:
+        """Re-read the commit record (call to see episodes another process appended)."""
+        data = self._root["data"]
+        self._arrays = {name: arr for name, arr in data.arrays()}
+        meta = self._root["meta/episodes"]
+        self._meta = {name: arr for name, arr in meta.arrays()}
+        self.episode_ends = self._valid_ends(np.asarray(self._root["meta/episode_ends"][:], dtype=np.int64))
+
+    def _valid_ends(self, ends: np.ndarray) -> np.ndarray:
+        """The longest prefix of `ends` that a completed append could have written."""
+        limit = min((arr.shape[0] for arr in self._arrays.values()), default=0)
+        n = 0
+        prev = 0
+        for end in ends:
+            if end <= prev or end > limit:
+                break
+            prev = int(end)
+            n += 1
+        n = min([n] + [arr.shape[0] for arr in self._meta.values()])
+        return ends[:n].copy()
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.episode_ends[-1]) if len(self.episode_ends) else 0
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self._arrays)
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(self.episode_ends, prepend=0)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._root.attrs)
+
+    @property
+    def stats(self) -> dict[str, dict[str, list[float]]]:
+        """Per-key statistics: min, max, mean, std per last-axis channel, and `count` (steps covered)."""
+        return _public_stats(self._root.attrs.get("stats", {}) or {})
+
+    @property
+    def meta_fields(self) -> list[str]:
+        return sorted(self._meta)
+
+    def episode_slice(self, i: int) -> slice:
+        if not -self.n_episodes <= i < self.n_episodes:
+            raise IndexError(f"{self.path}: episode {i} out of range (store has {self.n_episodes})")
+        i %= self.n_episodes
+        start = int(self.episode_ends[i - 1]) if i > 0 else 0
+        return slice(start, int(self.episode_ends[i]))
+
+    def array(self, key: str) -> zarr.Array:
+        """The raw zarr array for `key`; only [:n_steps] is committed."""
+        if key not in self._arrays:
+            raise UserError(f"{self.path}: no data key {key!r} (store has {', '.join(self.keys) or 'none'})")
+        return self._arrays[key]
+
+    def get(self, key: str) -> np.ndarray:
+        """All committed steps of `key`, loaded into memory."""
+        return self.array(key)[: self.n_steps]
+
+    def get_episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        sl = self.episode_slice(i)
+        return {k: self.array(k)[sl] for k in (keys or self.keys)}
+
+    def iter_episodes(self, keys: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(self.n_episodes):
+            yield self.get_episode(i, keys)
+
+    def meta_column(self, field: str) -> np.ndarray:
+        if field not in self._meta:
+            raise UserError(f"{self.path}: no episode metadata field {field!r} (has {', '.join(self.meta_fields) or 'none'})")
+        return self._meta[field][: self.n_episodes]
+
+    def episode_meta(self, i: int) -> dict[str, Any]:
+        i = range(self.n_episodes)[i]
+        return {f: _to_python(arr[i : i + 1][0]) for f, arr in self._meta.items()}
+
+    def nbytes_stored(self) -> int:
+        """Bytes on disk (local directories only; -1 otherwise)."""
+        if _is_url(self.path):
+            return -1
+        p = Path(self.path)
+        if p.is_file():
+            return p.stat().st_size
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+    # ------------------------------------------------------------------ writing
+    def _require_writable(self) -> None:
+        if self.mode != "a":
+            raise UserError(f"{self.path}: opened read-only")
+
+    def update_attrs(self, **kwargs: Any) -> None:
+        self._require_writable()
+        self._root.attrs.update(kwargs)
+
+    def _create_data_array(self, key: str, value: np.ndarray) -> zarr.Array:
+        shape = (0,) + value.shape[1:]
+        if is_image_array(value):
+            chunks = (1,) + value.shape[1:]
+            codec = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+        else:
+            row_bytes = max(1, int(np.prod(value.shape[1:], dtype=np.int64)) * value.dtype.itemsize)
+            steps = int(np.clip(LOWDIM_CHUNK_BYTES // row_bytes, 1, MAX_LOWDIM_CHUNK_STEPS))
+            chunks = (steps,) + value.shape[1:]
+            codec = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+        return self._root.create_array(
+            f"data/{key}", shape=shape, chunks=chunks, dtype=value.dtype, compressors=codec, fill_value=0
+        )
+
+    def _check_episode(self, data: Mapping[str, np.ndarray]) -> int:
+        if not data:
+            raise UserError(f"{self.path}: an episode needs at least one data key")
+        lengths = {k: len(v) for k, v in data.items()}
+        if len(set(lengths.values())) != 1:
+            raise UserError(f"{self.path}: episode keys have different lengths {lengths}; expected one length T")
+        length = next(iter(lengths.values()))
+        if length == 0:
+            raise UserError(f"{self.path}: empty episode (0 steps)")
+        if self._arrays:
+            missing, extra = set(self._arrays) - set(data), set(data) - set(self._arrays)
+            if missing or extra:
+                raise UserError(
+                    f"{self.path}: episode keys differ from the store's: missing {sorted(missing)}, unexpected {sorted(extra)}"
+                )
+            for k, v in data.items():
+                arr = self._arrays[k]
+                if v.shape[1:] != arr.shape[1:] or v.dtype != arr.dtype:
+                    raise UserError(
+                        f"{self.path}: data/{k} expects steps of shape {arr.shape[1:]} {arr.dtype}, "
+                        f"got {v.shape[1:]} {v.dtype}"
+                    )
+        return length
+
+    def append_episode(self, data: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> int:
+        """Append one episode; returns its index. The episode_ends write is the commit point."""
+        self._require_writable()
+        data = {k: np.ascontiguousarray(v) for k, v in data.items()}
+        length = self._check_episode(data)
+        start = self.n_steps
+        end = start + length
+
+        # 1. data arrays (beyond the commit point: invisible to readers until step 3)
+        for key, value in data.items():
+            arr = self._arrays.get(key) or self._create_data_array(key, value)
+            self._arrays[key] = arr
+            arr.resize((end,) + arr.shape[1:])
+            arr[start:end] = value
+
+        # 2. per-episode metadata
+        n = self.n_episodes
+        for field, value in (meta or {}).items():
+            arr = self._meta.get(field)
+            if arr is None:
+                dtype = _meta_dtype(value)
+                arr = self._root.create_array(
+                    f"meta/episodes/{field}", shape=(0,), chunks=(4096,), dtype=dtype, fill_value=_meta_fill(value)
+                )
+                if n:
+                    arr.resize((n,))
+                    arr[:n] = np.array([_meta_fill(value)] * n, dtype=arr.dtype)
+                self._meta[field] = arr
+            arr.resize((n + 1,))
+            arr[n : n + 1] = np.array([value], dtype=arr.dtype)
+        for field, arr in self._meta.items():  # fields this episode did not give
+            if field not in (meta or {}):
+                arr.resize((n + 1,))
+                arr[n : n + 1] = np.array([_meta_fill(_to_python(arr[:1][0]))], dtype=arr.dtype)
+
+        # 3. commit
+        ends = self._root["meta/episode_ends"]
+        ends.resize((n + 1,))
+        ends[n] = end
+        self.episode_ends = np.append(self.episode_ends, np.int64(end))
+
+        self._update_running_stats(data)
+        return n
+
+    def _trim_uncommitted(self) -> None:
+        """Drop whatever an interrupted append left beyond the last committed episode."""
+        n, steps = self.n_episodes, self.n_steps
+        trimmed = []
+        ends = self._root["meta/episode_ends"]
+        if ends.shape[0] > n:
+            ends[n:] = 0  # clear the slots so a later resize cannot resurrect them
+            ends.resize((n,))
+            trimmed.append("meta/episode_ends")
+        for key, arr in self._arrays.items():
+            if arr.shape[0] > steps:
+                arr.resize((steps,) + arr.shape[1:])
+                trimmed.append(f"data/{key}")
+        for field, arr in self._meta.items():
+            if arr.shape[0] > n:
+                arr.resize((n,))
+                trimmed.append(f"meta/episodes/{field}")
+        if not _is_url(self.path):
+            for partial in Path(self.path).rglob("*.partial"):
+                partial.unlink(missing_ok=True)
+        if trimmed:
+            log.warning("%s: trimmed an interrupted append (%s)", self.path, ", ".join(trimmed))
+        stats = self._root.attrs.get("stats", {}) or {}
+        if any(v.get("count") != steps for v in stats.values()) or set(stats) != set(self._arrays):
+            self.compute_stats()
+
+    # ------------------------------------------------------------------ statistics
+    # Each key's entry keeps sufficient statistics ("rows", "sum", "sumsq", "min", "max", over the
+    # rows actually read) so an append updates them without re-reading the store, plus the derived
+    # "mean"/"std" and "count" (the number of committed steps they describe). Image statistics are
+    # taken over every pixel of a subsample of frames.
+    @staticmethod
+    def _moments(x: np.ndarray) -> dict[str, Any]:
+        x = x.reshape(len(x), -1) if x.ndim <= 2 else x.reshape(-1, x.shape[-1])  # (rows, C)
+        x = x.astype(np.float64)
+        return {"rows": len(x), "sum": x.sum(0), "sumsq": np.square(x).sum(0), "min": x.min(0), "max": x.max(0)}
+
+    @staticmethod
+    def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "rows": a["rows"] + b["rows"],
+            "sum": np.add(a["sum"], b["sum"]),
+            "sumsq": np.add(a["sumsq"], b["sumsq"]),
+            "min": np.minimum(a["min"], b["min"]),
+            "max": np.maximum(a["max"], b["max"]),
+        }
+
+    @staticmethod
+    def _finish(m: dict[str, Any], steps: int) -> dict[str, Any]:
+        mean = np.asarray(m["sum"]) / max(m["rows"], 1)
+        var = np.maximum(np.asarray(m["sumsq"]) / max(m["rows"], 1) - mean**2, 0.0)
+        out = {k: np.asarray(v).tolist() for k, v in m.items() if k != "rows"}
+        return {**out, "rows": int(m["rows"]), "count": int(steps), "mean": mean.tolist(), "std": np.sqrt(var).tolist()}
+
+    @staticmethod
+    def _stat_rows(value: np.ndarray) -> np.ndarray:
+        """Rows that enter the statistics: every step, or every pixel of ~16 frames for images."""
+        return value[:: max(1, len(value) // 16)] if is_image_array(value) else value
+
+    @staticmethod
+    def _has_stats(arr: np.ndarray | zarr.Array) -> bool:
+        return np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+
+    def _update_running_stats(self, data: Mapping[str, np.ndarray]) -> None:
+        stats = dict(self._root.attrs.get("stats", {}) or {})
+        for key, value in data.items():
+            if not self._has_stats(value):
+                continue
+            m = self._moments(self._stat_rows(value))
+            if key in stats and "sum" in stats[key]:
+                m = self._merge(stats[key], m)
+            stats[key] = self._finish(m, self.n_steps)
+        self._root.attrs["stats"] = stats
+
+    def compute_stats(self) -> dict[str, dict[str, list[float]]]:
+        """Recompute every key's statistics from the committed data (saved when writable)."""
+        stats = {}
+        if self.n_steps:
+            for key in self.keys:
+                arr = self.array(key)
+                if not self._has_stats(arr):
+                    continue
+                if is_image_array(arr):  # read only the frames that enter the statistics
+                    rows = arr.oindex[np.arange(0, self.n_steps, max(1, self.n_steps // 16))]
+                else:
+                    rows = self.get(key)
+                stats[key] = self._finish(self._moments(rows), self.n_steps)
+        if self.mode == "a":
+            self._root.attrs["stats"] = stats
+        return _public_stats(stats)
+
+    # ------------------------------------------------------------------ copying
+    def export_zip(self, dst: str | os.PathLike) -> None:
+        """Write this store's committed episodes into a zip archive, atomically."""
+        dst = Path(dst)
+        with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+            local = Path(tmp) / "store.zarr"
+            copy_episodes(self, local)
+            tmp_zip = Path(tmp) / "store.zip"
+            with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_STORED) as zf:
+                for f in sorted(local.rglob("*")):
+                    if f.is_file():
+                        zf.write(f, f.relative_to(local).as_posix())
+            os.replace(tmp_zip, dst)
+
+
+def copy_episodes(src: EpisodeStore, dst: str | os.PathLike) -> EpisodeStore:
+    """A new store at `dst` holding `src`'s committed episodes, metadata and attrs."""
+    attrs = {k: v for k, v in src.attrs.items() if k not in ("stats",)}
+    out = EpisodeStore.create(dst, attrs=attrs)
+    for i in range(src.n_episodes):
+        out.append_episode(src.get_episode(i), src.episode_meta(i))
+    return out
+
+
+class AtomicStoreWriter:
+    """Build a store next to `dst` and move it into place only when everything succeeded.
+
+        with AtomicStoreWriter(dst, attrs=...) as store:
+            store.append_episode(...)
+
+    On any exception the partial store is deleted and `dst` is left untouched. Local
+    directories get an atomic rename; fsspec URLs are written in place and removed on
+    failure (the best an object store offers); a `.zip` destination is exported at the end.
+    """
+
+    def __init__(self, dst: str | os.PathLike, attrs: Mapping[str, Any] | None = None, overwrite: bool = False):
+        self.dst = str(dst)
+        self.attrs = dict(attrs or {})
+        self.overwrite = overwrite
+        self._tmpdir: str | None = None
+        self.store: EpisodeStore | None = None
+
+    def __enter__(self) -> EpisodeStore:
+        if store_exists(self.dst) and not self.overwrite:
+            raise UserError(f"{self.dst}: already exists; refusing to overwrite")
+        if _is_url(self.dst):
+            self.store = EpisodeStore.create(self.dst, overwrite=self.overwrite, attrs=self.attrs)
+        else:
+            parent = Path(self.dst).resolve().parent
+            if not parent.is_dir():
+                raise UserError(f"{self.dst}: parent directory {parent} does not exist")
+            self._tmpdir = tempfile.mkdtemp(prefix=".robolearn-tmp-", dir=parent)
+            self.store = EpisodeStore.create(Path(self._tmpdir) / "store.zarr", attrs=self.attrs)
+        return self.store
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is not None:
+                if _is_url(self.dst):
+                    import fsspec
+
+                    fs, p = fsspec.core.url_to_fs(self.dst)
+                    if fs.exists(p):
+                        fs.rm(p, recursive=True)
+                return
+            if _is_url(self.dst):
+                return
+            built = Path(self._tmpdir) / "store.zarr"
+            if _is_zip(self.dst):
+                self.store.export_zip(self.dst)
+                return
+            if self.overwrite and Path(self.dst).exists():
+                shutil.rmtree(self.dst)
+            os.replace(built, self.dst)
+        finally:
+            if self._tmpdir:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
