@@ -111,25 +111,45 @@ class WindowDataset:
         lo, hi = int(idx.min()), int(idx.max()) + 1
         return arr[lo:hi][idx - lo]  # one contiguous read, then pick (repeats at the edges)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def _window_indices(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         t, start, end, ep = (int(v) for v in self._index[i])
         obs_idx = np.clip(np.arange(t - self.obs_horizon + 1, t + 1), start, end - 1)
         act_range = np.arange(t, t + self.action_horizon)
-        act_idx = np.minimum(act_range, end - 1)
+        return obs_idx, act_range, np.minimum(act_range, end - 1), ep, t - start
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._window(i, {})
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A whole batch at once (DataLoader calls this): one store read per camera, not one per window.
+
+        zarr's per-call overhead (~0.4 ms) is far larger than decoding an 84x84 frame (~0.03 ms),
+        so the frames of every window in the batch are fetched together.
+        """
+        lazy = [k for k in self.obs_keys if k not in self._ram]
+        frames: dict[str, dict[int, np.ndarray]] = {}
+        if lazy:
+            needed = np.unique(np.concatenate([self._window_indices(i)[0] for i in indices]))
+            for key in lazy:
+                rows = self.store.array(key).oindex[needed]
+                frames[key] = dict(zip(needed.tolist(), rows))
+        return [self._window(i, frames) for i in indices]
+
+    def _window(self, i: int, frames: dict[str, dict[int, np.ndarray]]) -> dict[str, Any]:
+        obs_idx, act_range, act_idx, ep, t = self._window_indices(i)
+
+        def obs(key: str) -> np.ndarray:
+            if key in frames:
+                return np.stack([frames[key][j] for j in obs_idx.tolist()])
+            return self._rows(key, obs_idx)
+
         return {
-            "obs": {k: self._rows(k, obs_idx) for k in self.obs_keys},
+            "obs": {k: obs(k) for k in self.obs_keys},
             "action": self._rows(self.action_key, act_idx).astype(np.float32),
-            "action_is_pad": act_range >= end,
+            "action_is_pad": act_range > act_idx,
             "masks": {k: self._rows(k, act_idx).astype(np.float32) for k in self.mask_keys},
             "weight": self._weights[ep],
             "meta": {f: col[ep] for f, col in self._meta.items()},
             "episode": np.int64(ep),
-            "t": np.int64(t - start),
+            "t": np.int64(t),
         }
-
-    def subset_by_episode(self, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Split this dataset's episodes into (train, held-out) index arrays."""
-        rng = np.random.default_rng(seed)
-        eps = rng.permutation(self.episodes)
-        n_val = int(round(len(eps) * fraction))
-        return np.sort(eps[n_val:]), np.sort(eps[:n_val])

@@ -92,3 +92,14 @@ def test_dataloader_with_workers_matches_single_process(store):
         assert torch.equal(a["obs"]["cam"], b["obs"]["cam"]) and torch.equal(a["action"], b["action"])
         assert a["obs"]["cam"].dtype == torch.uint8 and a["obs"]["state"].shape[1:] == (2, 2)
         assert a["meta"]["instruction"] == b["meta"]["instruction"]
+
+
+def test_batched_fetch_equals_single_windows(store):
+    """DataLoader's batched path (__getitems__) returns exactly the windows of __getitem__."""
+    ds = WindowDataset(store, obs_keys=["cam", "state"], obs_horizon=3, action_horizon=2)
+    indices = [0, 5, 6, 7, 17, 3, 3]
+    for batched, i in zip(ds.__getitems__(indices), indices):
+        single = ds[i]
+        assert np.array_equal(batched["obs"]["cam"], single["obs"]["cam"])
+        assert np.array_equal(batched["obs"]["state"], single["obs"]["state"])
+        assert np.array_equal(batched["action"], single["action"]) and batched["t"] == single["t"]
