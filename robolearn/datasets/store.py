@@ -191,8 +191,9 @@ class EpisodeStore:
         """Re-read the commit record (call to see episodes another process appended)."""
         data = self._root["data"]
         self._arrays = {name: arr for name, arr in data.arrays()}
-        meta = self._root["meta/episodes"]
-        self._meta = {name: arr for name, arr in meta.arrays()}
+        # a diffusion_policy store has no per-episode metadata group: that is simply no metadata
+        meta = self._root.get("meta/episodes")
+        self._meta = {name: arr for name, arr in meta.arrays()} if meta is not None else {}
         self.episode_ends = self._valid_ends(np.asarray(self._root["meta/episode_ends"][:], dtype=np.int64))
 
     def _valid_ends(self, ends: np.ndarray) -> np.ndarray:
