@@ -1,0 +1,292 @@
+"""Parallel sim evaluation of a policy checkpoint.
+
+Each worker process (started with `spawn`) loads the checkpoint once, builds one
+env (one GL context per process, never two) and runs episodes from a shared job
+queue. The parent hands out fixed seeds (seed, seed+1, ...), watches every worker,
+and turns a worker that dies or overruns `episode_timeout` into an `error` outcome
+for the episode it was running, then starts a replacement for the rest. Outcomes
+depend only on the seed, never on which worker ran them.
+
+The env is built from what the checkpoint needs: a state policy gets no cameras,
+an image policy gets exactly its cameras at its training image size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robolearn.errors import UserError
+from robolearn.eval.metrics import summarize
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {"_image": "rgb", "_depth": "depth", "_pointcloud": "pointcloud"}
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str
+    task: str | None = None  # None: the task the checkpoint was trained on
+    episodes: int = 50
+    seed: int = 100000
+    workers: int = 1
+    videos: int = 0
+    video_camera: str = "agentview"
+    video_size: int = 128
+    temporal_ensemble: bool = False
+    max_steps: int | None = None  # cap below the task horizon (quick checks)
+    episode_timeout: float = 600.0  # seconds before a silent worker counts as hung
+    device: str = "cpu"
+    out: str | None = None
+    fault: dict = field(default_factory=dict)  # test hook: {"crash_seed": s, "hang_seed": s}
+
+
+def read_checkpoint_config(checkpoint: str | os.PathLike) -> dict:
+    """config.json of a policy checkpoint, without building the model."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"{path}: not a policy checkpoint (no config.json)")
+    try:
+        return json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
+
+
+def env_kwargs_for(cfg: dict) -> tuple[str | None, dict]:
+    """(training task, kwargs for robolearn.sim.make) giving the policy exactly the observations it needs."""
+    env_info = cfg.get("env") or {}
+    task = env_info.get("task")
+    recorded = dict(env_info.get("env") or {})
+    shapes = cfg.get("obs_shapes") or {}
+    cameras, size, depth, cloud = [], None, False, False
+    for key in cfg.get("obs_keys") or []:
+        for suffix, kind in IMAGE_SUFFIXES.items():
+            if key.endswith(suffix):
+                cameras.append(key[: -len(suffix)])
+                depth |= kind == "depth"
+                cloud |= kind == "pointcloud"
+                if key in shapes and kind == "rgb":
+                    size = int(shapes[key][0])
+    kwargs = {
+        "cameras": sorted(set(cameras)),
+        "image_size": size or int(recorded.get("image_size") or 84),
+        "depth": depth,
+        "pointcloud": cloud,
+    }
+    for k in ("robot", "render_mode", "env_kwargs"):
+        if recorded.get(k) is not None:
+            kwargs[k] = recorded[k]
+    return task, kwargs
+
+
+def check_compatible(env, cfg: dict, checkpoint: str, task: str) -> None:
+    """One clear line if the env cannot feed this policy or take its actions."""
+    act_dim = env.action_space.shape[0]
+    if int(cfg.get("action_dim", -1)) != act_dim:
+        raise UserError(f"{checkpoint}: policy action_dim {cfg.get('action_dim')} but task {task!r} takes {act_dim}")
+    space = env.observation_space.spaces
+    for key in cfg.get("obs_keys") or []:
+        if key not in space:
+            raise UserError(f"{checkpoint}: policy needs observation {key!r}; task {task!r} provides {sorted(space)}")
+        want = list((cfg.get("obs_shapes") or {}).get(key, space[key].shape))
+        if list(space[key].shape) != want:
+            raise UserError(f"{checkpoint}: observation {key!r} has shape {list(space[key].shape)} in task {task!r}, policy expects {want}")
+
+
+# ---------------------------------------------------------------------- worker process
+def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, jobs, results) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        from robolearn.eval.rollout import run_policy_episode
+        from robolearn.policies import load_policy
+        from robolearn.sim import make
+
+        policy = load_policy(cfg.checkpoint, device=cfg.device).eval()
+        env = make(task, **env_kwargs)
+        check_compatible(env, read_checkpoint_config(cfg.checkpoint), cfg.checkpoint, task)
+    except UserError as exc:
+        results.put(("fatal", wid, str(exc)))
+        return
+    results.put(("ready", wid, None))
+    while True:
+        job = jobs.get()
+        if job is None:
+            break
+        index, seed, video_path = job
+        if cfg.fault.get("crash_seed") == seed:
+            os._exit(3)  # test hook: a worker dying mid-episode
+        if cfg.fault.get("hang_seed") == seed:
+            time.sleep(3600)  # test hook: a worker hanging mid-episode
+        frames: list[np.ndarray] = []
+        on_frame = None
+        if video_path:
+            # a state policy's env has no cameras: render one at video size; an image policy's env
+            # renders at its training size, so film one of its own cameras
+            cam = cfg.video_camera if not env.cameras or cfg.video_camera in env.cameras else env.cameras[0]
+
+            def on_frame(e, cam=cam):
+                frames.append(e.render_camera(cam, size=cfg.video_size).copy())
+
+        try:
+            out = run_policy_episode(env, policy, seed, cfg.temporal_ensemble, cfg.max_steps, on_frame)
+            if video_path and frames:
+                import imageio.v2 as imageio
+
+                imageio.mimwrite(video_path, frames, fps=int(getattr(env.spec_, "control_freq", 20)), macro_block_size=1)
+                out["video"] = video_path
+        except Exception as exc:  # the policy or env failed on this episode: report it, keep going
+            out = {"seed": int(seed), "success": False, "length": 0, "error": f"{type(exc).__name__}: {exc}"}
+        results.put(("done", wid, index, out))
+    env.close()
+
+
+# ---------------------------------------------------------------------- parent
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Run the evaluation; returns the report (also written to <out>/report.json)."""
+    if cfg.episodes < 1:
+        raise UserError(f"--episodes: expected at least 1, got {cfg.episodes}")
+    if cfg.workers < 1:
+        raise UserError(f"--workers: expected at least 1, got {cfg.workers}")
+    ckpt_cfg = read_checkpoint_config(cfg.checkpoint)
+    trained_task, env_kwargs = env_kwargs_for(ckpt_cfg)
+    task = cfg.task or trained_task
+    if not task:
+        raise UserError(f"{cfg.checkpoint}: the checkpoint records no task; pass --task")
+    from robolearn.sim.suite import get_spec
+
+    get_spec(task)  # unknown task -> UserError before any process starts
+    out = Path(cfg.out or Path("runs") / "eval" / f"{task}_{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
+    pending = [(i, s, str(out / f"episode_{s}.mp4") if i < cfg.videos else None) for i, s in enumerate(seeds)]
+    pending.reverse()  # pop() hands out the lowest seed first
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    outcomes: dict[int, dict] = {}
+    workers: dict[int, tuple[Any, Any]] = {}  # id -> (process, its own job queue)
+    running: dict[int, tuple[int, float]] = {}  # id -> (episode index, start time)
+    next_id = 0
+
+    def start_worker() -> None:
+        nonlocal next_id
+        jobs = ctx.Queue()
+        p = ctx.Process(target=_worker, args=(next_id, cfg, task, env_kwargs, jobs, results), daemon=True)
+        p.start()
+        workers[next_id] = (p, jobs)
+        next_id += 1
+
+    def assign(wid: int) -> None:
+        """The parent decides who runs what, so it always knows which episode a dead worker held."""
+        if pending:
+            job = pending.pop()
+            workers[wid][1].put(job)
+            running[wid] = (job[0], time.monotonic())
+        else:
+            workers[wid][1].put(None)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.episodes, desc=f"eval {task}", unit="ep", disable=not progress)
+    t0 = time.perf_counter()
+    for _ in range(min(cfg.workers, cfg.episodes)):
+        start_worker()
+    n_workers = len(workers)
+    try:
+        while len(outcomes) < cfg.episodes:
+            try:
+                msg = results.get(timeout=0.5)
+            except queue.Empty:
+                msg = None
+            if msg is not None:
+                kind, wid = msg[0], msg[1]
+                if kind == "fatal":
+                    raise UserError(msg[2])
+                if kind == "done":
+                    running.pop(wid, None)
+                    outcomes[msg[2]] = msg[3]
+                    bar.update(1)
+                    bar.set_postfix(success=f"{sum(o['success'] for o in outcomes.values())}/{len(outcomes)}")
+                if wid in workers:  # "ready" or "done": the worker is idle, give it the next episode
+                    assign(wid)
+                continue
+            # nothing arrived: look for dead or hung workers
+            for wid, (p, _) in list(workers.items()):
+                job = running.get(wid)
+                hung = job is not None and time.monotonic() - job[1] > cfg.episode_timeout
+                if p.is_alive() and not hung:
+                    continue
+                if hung:
+                    p.kill()
+                p.join(timeout=5)
+                del workers[wid]
+                running.pop(wid, None)
+                if job is not None:
+                    index = job[0]
+                    reason = f"worker hung (> {cfg.episode_timeout:.0f} s)" if hung else f"worker crashed (exit code {p.exitcode})"
+                    outcomes[index] = {"seed": seeds[index], "success": False, "length": 0, "error": reason}
+                    bar.update(1)
+                    log.warning("episode seed %d: %s", seeds[index], reason)
+                if pending:
+                    start_worker()  # a replacement for the episodes still to run
+            if not workers and len(outcomes) < cfg.episodes:
+                raise RuntimeError("every evaluation worker exited before the episodes were done")
+    finally:
+        bar.close()
+        for p, jobs in workers.values():
+            jobs.put(None)
+        for p, _ in workers.values():
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    wall = time.perf_counter() - t0
+
+    ordered = [outcomes[i] for i in range(cfg.episodes)]
+    steps = sum(o["length"] for o in ordered)
+    report = {
+        "task": task,
+        "checkpoint": str(cfg.checkpoint),
+        "method": ckpt_cfg.get("method"),
+        "obs_keys": ckpt_cfg.get("obs_keys"),
+        "env_kwargs": env_kwargs,
+        "seed_start": cfg.seed,
+        **summarize(ordered),
+        "wall_s": round(wall, 2),
+        "env_steps": steps,
+        "env_steps_per_s": round(steps / wall, 1) if wall > 0 else None,
+        "workers": n_workers,
+        "device": cfg.device,
+        "temporal_ensemble": cfg.temporal_ensemble,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "videos": [o["video"] for o in ordered if o.get("video")],
+        "per_episode": ordered,
+    }
+    write_report(report, out)
+    return report
+
+
+def write_report(report: dict, out: Path) -> None:
+    """report.json and success.png in `out`, atomically."""
+    from robolearn.eval.plots import plot_success
+
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out / "report.json")
+    plot_success([report], out / "success.png")
+    report["report"] = str(out / "report.json")
+    report["plot"] = str(out / "success.png")
