@@ -207,6 +207,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     for _ in range(min(cfg.workers, cfg.episodes)):
         start_worker()
     n_workers = len(workers)
+    t_ready = None  # when the first worker had loaded its policy and env
     try:
         while len(outcomes) < cfg.episodes:
             try:
@@ -217,6 +218,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                 kind, wid = msg[0], msg[1]
                 if kind == "fatal":
                     raise UserError(msg[2])
+                if kind == "ready" and t_ready is None:
+                    t_ready = time.perf_counter()
                 if kind == "done":
                     running.pop(wid, None)
                     outcomes[msg[2]] = msg[3]
@@ -269,6 +272,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "wall_s": round(wall, 2),
         "env_steps": steps,
         "env_steps_per_s": round(steps / wall, 1) if wall > 0 else None,
+        "startup_s": round(t_ready - t0, 2) if t_ready else None,  # process spawn, imports, policy + env build
+        "env_steps_per_s_after_startup": round(steps / (t0 + wall - t_ready), 1) if t_ready else None,
         "workers": n_workers,
         "device": cfg.device,
         "temporal_ensemble": cfg.temporal_ensemble,
