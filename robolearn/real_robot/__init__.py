@@ -1,0 +1,17 @@
+"""robolearn.real_robot: the path from a trained policy to an arm (`robolearn serve`).
+
+    driver (arm) ◄── safety filter ◄── adapter (joint / eef-delta + diff. IK) ◄── scheduler ◄── policy worker
+         │                                                                         ▲   (thread, process,
+         └── read_state ──► observation history (timestamps) ──────────────────────┘    or remote server)
+
+- `config.py`     robot TOML -> validated `RobotConfig` (limits, workspace, rates, scheduling, action space)
+- `safety.py`     joint position/velocity/acceleration limits, per-tick step cap, workspace box, NaN rejection
+- `scheduling.py` timestamped chunks -> one action per slot: receding horizon, temporal ensembling, real-time chunking
+- `adapter.py`    policy action -> joint target (joint targets, or robosuite OSC_POSE deltas via differential IK)
+- `watchdog.py`   stale observation / inference deadline / driver silent / worker dead / e-stop -> hold or stop
+- `daemon.py`     the fixed-rate loop on absolute `time.monotonic` deadlines; `tick(now)` is one cycle
+- `worker.py`     asynchronous inference; the real-time-chunking hook (`prefix`, `prefix_len`)
+- `driver.py`     the Driver protocol and registry; `drivers/sim.py` (MuJoCo arm process), `drivers/fake.py`
+- `remote.py`     ZeroMQ policy server/client (JSON header + raw array bytes, token off loopback)
+- `control.py`    e-stop / re-arm socket and signals; `events.py` JSON-lines event log
+"""

@@ -1,0 +1,151 @@
+"""`robolearn serve`: run the control daemon (or, with --policy-server, the remote policy server)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from robolearn.errors import UserError
+
+EXAMPLES = """examples:
+  robolearn serve --robot real_robot/sim_panda.toml --checkpoint policies/checkpoints/lift_dp
+  robolearn serve --robot real_robot/sim_panda.toml --checkpoint DIR --mode ensemble --duration 60
+  robolearn serve --policy-server --checkpoint DIR --bind tcp://0.0.0.0:5555 --token $ROBOLEARN_TOKEN   # on the GPU box
+  robolearn serve --robot real_robot/sim_panda.toml --remote tcp://gpu-box:5555 --token $ROBOLEARN_TOKEN
+e-stop: `echo estop | nc 127.0.0.1 5599` (control_socket in the robot config), or `kill -USR1 <pid>`;
+re-arm: `echo arm | nc 127.0.0.1 5599`. SIGTERM / Ctrl-C: stop the arm and exit."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the on-robot control daemon (or a remote policy server)",
+        description="Fixed-rate control loop with asynchronous inference, chunk scheduling and an always-on "
+                    "safety layer, driving the arm named in a robot config.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--robot", help="robot config TOML (real_robot/<robot>.toml)")
+    p.add_argument("--checkpoint", help="policy checkpoint directory (model.safetensors + config.json + stats.json)")
+    p.add_argument("--remote", help="policy server address tcp://HOST:PORT instead of --checkpoint")
+    p.add_argument("--token", default=os.environ.get("ROBOLEARN_TOKEN"), help="shared token (env ROBOLEARN_TOKEN)")
+    p.add_argument("--mode", choices=["receding", "ensemble", "rtc"], help="chunk scheduling (overrides the config)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (cuda when present)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the policy (CUDA)")
+    p.add_argument("--inference", choices=["thread", "process"], default="thread",
+                   help="run the policy in a worker thread or in its own process (loopback policy server)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGTERM)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. control_hz=200 scheduling.action_dt=0.05")
+    p.add_argument("--policy-server", action="store_true", help="serve --checkpoint on --bind instead")
+    p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="policy server address (loopback by default)")
+    p.set_defaults(func=run)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import tomllib
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+def load_checkpoint(path: str, device: str):
+    """The policy in `path`, or UserError for anything missing, malformed or unknown."""
+    if not os.path.isdir(path):
+        raise UserError(f"--checkpoint {path}: not a directory")
+    try:
+        from robolearn.policies import load_policy
+    except ImportError as exc:
+        raise UserError(f"--checkpoint: policies are not available ({exc})") from None
+    try:
+        policy = load_policy(path, device=device)
+    except UserError:
+        raise
+    except Exception as exc:  # a checkpoint that crashes the loader is malformed
+        raise UserError(f"--checkpoint {path}: cannot load ({type(exc).__name__}: {exc})") from None
+    for attr in ("obs_keys", "obs_horizon", "horizon", "n_action_steps", "action_dim"):
+        if not hasattr(policy.config, attr):
+            raise UserError(f"--checkpoint {path}: config has no {attr!r}")
+    return policy
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available")
+    return name
+
+
+def run(args) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, min(4, (os.cpu_count() or 2) - 1)))
+    device = _device(args.device)
+    if args.policy_server:
+        if not args.checkpoint:
+            raise UserError("--policy-server needs --checkpoint")
+        from robolearn.real_robot.remote import PolicyServer
+
+        server = PolicyServer(load_checkpoint(args.checkpoint, device), args.bind, args.token, device)
+        print(f"policy server on {server.address}")
+        server.serve()
+        return 0
+    if not args.robot:
+        raise UserError("--robot is required (a robot config TOML under real_robot/)")
+    if bool(args.checkpoint) == bool(args.remote):
+        raise UserError("give exactly one of --checkpoint DIR or --remote tcp://HOST:PORT")
+    return serve(args, device)
+
+
+def serve(args, device: str) -> int:
+    import torch
+
+    from robolearn.real_robot.config import load_robot_config
+    from robolearn.real_robot.control import ControlServer, install_signal_handlers
+    from robolearn.real_robot.daemon import Daemon
+    from robolearn.real_robot.driver import make_driver
+    from robolearn.real_robot.events import EventLog
+
+    overrides = _parse_overrides(args.set)
+    if args.mode:
+        overrides["scheduling.mode"] = args.mode
+    cfg = load_robot_config(args.robot, overrides)
+    if args.remote:
+        from robolearn.real_robot.remote import RemotePolicy
+
+        policy = RemotePolicy(args.remote, args.token, timeout_s=max(1.0, 2 * cfg.safety.inference_deadline_s))
+    elif args.inference == "process":
+        from robolearn.real_robot.remote import spawn_local_server
+
+        _proc, policy = spawn_local_server(args.checkpoint, device, timeout_s=2 * cfg.safety.inference_deadline_s)
+    else:
+        policy = load_checkpoint(args.checkpoint, device)
+        if args.compile and device.startswith("cuda"):
+            policy = torch.compile(policy)
+    driver = make_driver(cfg.driver, cfg)
+    try:
+        daemon = Daemon(cfg, driver, policy, events=EventLog(cfg.event_log), device=device)
+    except ValueError as exc:
+        raise UserError(f"{cfg.source}: {exc}") from None
+    control = ControlServer(cfg.control_socket, daemon) if cfg.control_socket else None
+    install_signal_handlers(daemon)
+    try:
+        daemon.start()
+    except ValueError as exc:
+        daemon.shutdown()
+        raise UserError(f"{args.checkpoint or args.remote}: {exc}") from None
+    print(f"serving {cfg.name} at {cfg.control_hz:g} Hz, mode {cfg.scheduling.mode}, events -> {cfg.event_log}")
+    stats = daemon.run(duration=args.duration)
+    if control:
+        control.close()
+    n = len(stats.lateness)
+    print(f"stopped after {n} ticks, {stats.deadline_misses} deadline misses")
+    return 0

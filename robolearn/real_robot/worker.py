@@ -1,0 +1,195 @@
+"""Policy worker: runs inference beside the control loop, never in it.
+
+The control loop `submit`s a request (an observation window aligned by
+timestamp, the slot the chunk starts at, and for real-time chunking the
+committed prefix) when the worker is idle, and `poll`s finished results each
+tick; neither call blocks. Inference runs in a thread (torch releases the GIL
+inside its kernels); the policy may equally be a `RemotePolicy` whose server
+runs in another process or on a GPU machine.
+
+Real-time chunking hook (optional): a policy whose `predict_action_chunk`
+accepts `prefix` and `prefix_len` keywords gets the committed actions
+`prefix` (B, P, action_dim) and must return a chunk whose first `prefix_len`
+actions continue them (for a diffusion head: inpaint those positions at every
+denoising step, or guide towards them). Policies without the hook are called
+the plain way and the scheduler blends instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from robolearn.real_robot.driver import RobotState
+
+log = logging.getLogger(__name__)
+
+
+def supports_prefix(policy) -> bool:
+    try:
+        params = inspect.signature(policy.predict_action_chunk).parameters
+    except (TypeError, ValueError):
+        return False
+    return "prefix" in params and "prefix_len" in params
+
+
+def obs_from_state(s: RobotState) -> dict[str, np.ndarray]:
+    """The observation keys a robot state provides (same names as the sim tasks)."""
+    proprio = np.concatenate([s.eef_pos, s.eef_quat, s.gripper_qpos]).astype(np.float32)
+    out = {"proprio": proprio, "joint_pos": s.q.astype(np.float32), "joint_vel": s.dq.astype(np.float32)}
+    for k, v in s.extra.items():
+        out[k] = np.asarray(v)
+    if "object" in out:
+        out["state"] = np.concatenate([proprio, out["object"].astype(np.float32)])
+    return out
+
+
+class ObsHistory:
+    """Recent robot states; `window` picks, for each of To steps dt apart, the state nearest in time."""
+
+    def __init__(self, seconds: float = 3.0, rate_hint: float = 1000.0):
+        self.states: collections.deque[RobotState] = collections.deque(maxlen=int(seconds * rate_hint))
+
+    def add(self, s: RobotState) -> bool:
+        if self.states and s.t <= self.states[-1].t:
+            return False
+        self.states.append(s)
+        return True
+
+    def latest(self) -> RobotState | None:
+        return self.states[-1] if self.states else None
+
+    def window(self, t_obs: float, n: int, dt: float, keys: list[str]) -> dict[str, np.ndarray]:
+        """{key: (n, ...)} for times t_obs - (n-1-j) dt, j = 0..n-1 (oldest first; the first state repeats)."""
+        ts = np.array([s.t for s in self.states])
+        frames = []
+        for j in range(n):
+            t = t_obs - (n - 1 - j) * dt
+            frames.append(obs_from_state(self.states[int(np.argmin(np.abs(ts - t)))]))
+        return {k: np.stack([f[k] for f in frames]) for k in keys}
+
+
+@dataclass
+class Request:
+    seq: int
+    obs: dict[str, np.ndarray]  # {key: (To, ...)}
+    t_obs: float
+    k0: int  # slot of the chunk's first action
+    prefix: np.ndarray | None  # (P, D) committed actions for rtc, else None
+
+
+@dataclass
+class Result:
+    seq: int
+    t_obs: float
+    k0: int
+    t_start: float
+    t_end: float
+    actions: np.ndarray | None  # (H, D) or None on error
+    prefix_used: int = 0
+    error: str = ""
+
+
+def validate_chunk(out, action_dim: int) -> np.ndarray:
+    """(1, H, D) tensor/array -> (H, D) float64; ValueError on wrong shape or non-finite values."""
+    a = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
+    if a.ndim != 3 or a.shape[0] != 1 or a.shape[2] != action_dim or a.shape[1] < 1:
+        raise ValueError(f"policy returned shape {tuple(a.shape)}, expected (1, H, {action_dim})")
+    a = a[0].astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("policy returned non-finite actions")
+    return a
+
+
+class PolicyWorker:
+    def __init__(self, policy, action_dim: int, device: str = "cpu", clock=time.monotonic):
+        self.clock = clock
+        self.policy = policy
+        self.action_dim = action_dim
+        self.device = device
+        self.has_prefix_hook = supports_prefix(policy)
+        self._req: queue.Queue[Request | None] = queue.Queue(maxsize=1)
+        self._res: queue.SimpleQueue[Result] = queue.SimpleQueue()
+        self.busy = False
+        self.last_beat = self.clock()
+        self._thread = threading.Thread(target=self._loop, name="policy-worker", daemon=True)
+        self._stop = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, req: Request) -> bool:
+        if self.busy:
+            return False
+        self.busy = True
+        self._req.put_nowait(req)
+        return True
+
+    def poll(self) -> list[Result]:
+        out = []
+        while True:
+            try:
+                out.append(self._res.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._stop = True
+        try:
+            self._req.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        import torch
+
+        while not self._stop:
+            self.last_beat = self.clock()
+            try:
+                req = self._req.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if req is None:
+                return
+            t0 = self.clock()
+            try:
+                actions, used = self._infer(torch, req)
+                res = Result(req.seq, req.t_obs, req.k0, t0, self.clock(), actions, used)
+            except Exception as exc:  # a failing policy must never take the loop down
+                log.warning("policy inference failed: %s", exc)
+                res = Result(req.seq, req.t_obs, req.k0, t0, self.clock(), None, error=f"{type(exc).__name__}: {exc}")
+            self.busy = False
+            self._res.put(res)
+
+    def warmup(self, req: Request) -> float:
+        """One synchronous inference before the loop starts (first-call costs: allocation, CUDA
+        kernels, torch.compile); raises if the policy cannot handle the robot's observation."""
+        import torch
+
+        t0 = time.perf_counter()
+        self._infer(torch, req)
+        return time.perf_counter() - t0
+
+    def _infer(self, torch, req: Request) -> tuple[np.ndarray, int]:
+        obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None].to(self.device) for k, v in req.obs.items()}
+        with torch.inference_mode():
+            if self.has_prefix_hook and req.prefix is not None:
+                prefix = torch.from_numpy(req.prefix.astype(np.float32))[None].to(self.device)  # (1, P, D)
+                out = self.policy.predict_action_chunk(obs, prefix=prefix, prefix_len=len(req.prefix))
+                used = len(req.prefix)
+            else:
+                out = self.policy.predict_action_chunk(obs)
+                used = 0
+        return validate_chunk(out, self.action_dim), used
