@@ -1,0 +1,1 @@
+"""robolearn.nn"""

@@ -1,0 +1,6 @@
+"""Policy heads. Import order fills the registry explicitly (one line per method)."""
+
+from robolearn.policies.base import POLICY_REGISTRY, Policy, PolicyConfig, load_policy, make_policy, register_policy
+from robolearn.policies import act, bc, diffusion  # noqa: F401,E402  (register "act", "bc", "diffusion")
+
+__all__ = ["POLICY_REGISTRY", "Policy", "PolicyConfig", "load_policy", "make_policy", "register_policy"]

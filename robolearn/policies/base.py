@@ -1,0 +1,269 @@
+"""The Policy protocol, its base class, the method registry, and safetensors checkpoints.
+
+A policy is a config dataclass plus an ``nn.Module`` with
+
+    compute_loss(batch) -> dict[str, Tensor]      # "loss" is optimised, the rest is logged
+    predict_action_chunk(obs, goal=None) -> Tensor (B, horizon, action_dim)  # raw obs in, raw actions out
+    reset()
+    save(dir) / load(dir)                          # model.safetensors + config.json + stats.json
+
+``batch`` is a collated `WindowDataset` item dict: obs {key: (B, To, ...)}, action (B, Ta, Da),
+action_is_pad (B, Ta), weight (B,), masks {key: (B, Ta)}, meta {field: list}. Extra keys (goal
+embeddings, point clouds, per-step weights) pass through untouched, so new heads (MDT, GravMAD,
+EIL, OOD-IL) only add a file and a registry entry; the trainer never changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robolearn.errors import UserError
+from robolearn.nn.normalizer import Normalizer, select_stats
+from robolearn.nn.obs_encoder import EncoderConfig, load_pretrained
+from robolearn.policies.config_io import from_dict, to_dict
+
+FORMAT = "robolearn.policy"
+FORMAT_VERSION = 1
+FILES = ("model.safetensors", "config.json", "stats.json")
+
+
+@dataclass
+class PolicyConfig:
+    method: str = ""
+    obs_keys: list[str] = field(default_factory=lambda: ["state"])  # every obs key used (low-dim and images)
+    image_keys: list[str] = field(default_factory=list)  # the subset of obs_keys that are uint8 HWC images
+    action_key: str = "action"
+    action_dim: int = 0  # 0 = take it from the store
+    obs_horizon: int = 2
+    horizon: int = 16  # predicted chunk length
+    n_action_steps: int = 8  # executed per prediction
+    obs_shapes: dict[str, list[int]] = field(default_factory=dict)  # per-step shape per obs key (from the store)
+    env: dict[str, Any] = field(default_factory=dict)  # store attrs: task + env kwargs (for eval)
+    action_norm: str = "minmax"
+    obs_norm: str = "minmax"
+    mask_padded_actions: bool = True  # padded steps past the episode end do not count in the loss
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def validate(self, where: str = "policy") -> None:
+        if self.n_action_steps > self.horizon or self.n_action_steps < 1:
+            raise UserError(f"{where}.n_action_steps: expected 1..horizon ({self.horizon}), got {self.n_action_steps}")
+        if self.obs_horizon < 1 or self.horizon < 1:
+            raise UserError(f"{where}.obs_horizon/horizon: expected >= 1")
+        if not self.obs_keys:
+            raise UserError(f"{where}.obs_keys: expected at least one key")
+        for k in self.image_keys:
+            if k not in self.obs_keys:
+                raise UserError(f"{where}.image_keys: {k!r} is not in obs_keys")
+
+    @property
+    def lowdim_keys(self) -> list[str]:
+        return [k for k in self.obs_keys if k not in self.image_keys]
+
+
+@runtime_checkable
+class PolicyProtocol(Protocol):
+    config: PolicyConfig
+
+    def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]: ...
+    def predict_action_chunk(self, obs: dict[str, torch.Tensor], goal: Any = None) -> torch.Tensor: ...
+    def reset(self) -> None: ...
+    def save(self, path: str | os.PathLike) -> None: ...
+
+
+# method name -> policy class (its ``config_class`` attribute is the config dataclass)
+POLICY_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register_policy(method: str):
+    def deco(cls: type[Policy]) -> type[Policy]:
+        cls.method = method
+        POLICY_REGISTRY[method] = cls
+        return cls
+
+    return deco
+
+
+def policy_class(method: str) -> type[Policy]:
+    import robolearn.policies  # noqa: F401  (fills the registry)
+
+    if method not in POLICY_REGISTRY:
+        raise UserError(f"method: unknown policy {method!r} (known: {', '.join(sorted(POLICY_REGISTRY))})")
+    return POLICY_REGISTRY[method]
+
+
+class Policy(nn.Module):
+    config_class: type[PolicyConfig] = PolicyConfig
+    method: str = ""
+
+    def __init__(self, config: PolicyConfig, stats: dict[str, dict]):
+        super().__init__()
+        config.method = self.method
+        config.validate()
+        for k in config.obs_keys:
+            if k not in config.obs_shapes:
+                raise UserError(f"policy.obs_shapes: no shape for obs key {k!r}")
+        if config.action_dim < 1:
+            raise UserError("policy.action_dim: expected >= 1 (set it or build the policy from a store)")
+        self.config = config
+        self.normalizer = Normalizer(stats)
+
+    # --- the protocol -------------------------------------------------------------------
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """DDP hooks forward(); training calls go through here to compute_loss."""
+        return self.compute_loss(batch)
+
+    def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict_action_chunk(self, obs: dict[str, torch.Tensor], goal: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Clear per-episode state (none in the base heads)."""
+
+    # --- helpers for heads ----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def prepare_obs(self, obs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Last obs_horizon steps of each key, on the model device; low-dim keys normalised."""
+        out = {}
+        to = self.config.obs_horizon
+        for k in self.config.obs_keys:
+            if k not in obs:
+                raise UserError(f"obs: missing key {k!r} (policy expects {self.config.obs_keys})")
+            x = torch.as_tensor(obs[k], device=self.device)[:, -to:]
+            if x.shape[1] < to:  # short history (episode start): repeat the oldest frame, like the sampler
+                x = torch.cat([x[:, :1].expand(-1, to - x.shape[1], *x.shape[2:]), x], dim=1)
+            if k in self.config.image_keys:
+                out[k] = x  # uint8 (B, To, H, W, C), the encoder converts
+            else:
+                out[k] = self.normalizer.normalize(k, x.float())
+        return out
+
+    def normalized_actions(self, batch: dict) -> torch.Tensor:
+        a = batch["action"].float()  # the sampler always names the window "action"
+        if a.shape[-1] != self.config.action_dim:
+            raise UserError(f"batch action: expected last dim {self.config.action_dim}, got {a.shape[-1]}")
+        return self.normalizer.normalize(self.config.action_key, a[:, : self.config.horizon])  # (B, T, Da)
+
+    def chunk_loss(self, err: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Reduce an element-wise loss (B, T, Da) honouring action_is_pad and per-sample weight."""
+        b, t, _ = err.shape
+        mask = torch.ones(b, t, device=err.device)
+        if self.config.mask_padded_actions and "action_is_pad" in batch:
+            mask = (~batch["action_is_pad"][:, :t].bool()).float()
+        if "step_weight" in batch:  # optional per-step weights (e.g. extraneous-frame masks)
+            mask = mask * batch["step_weight"][:, :t].float()
+        per_sample = (err.mean(-1) * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)  # (B,)
+        weight = batch["weight"].float().reshape(b) if "weight" in batch else torch.ones_like(per_sample)
+        return (per_sample * weight).mean()
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def write_files(self, path: Path) -> None:
+        """Write the three policy files into an existing directory (not atomic; see save)."""
+        config_text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **to_dict(self.config)}, indent=2, sort_keys=True)
+        stats_text = json.dumps(self.normalizer.to_dict(), indent=2, sort_keys=True)
+        meta = {"format": FORMAT, "method": self.method, "config_sha256": _sha(config_text), "stats_sha256": _sha(stats_text)}
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path / "model.safetensors"), metadata=meta)
+        (path / "config.json").write_text(config_text)
+        (path / "stats.json").write_text(stats_text)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with atomic_dir(Path(path)) as tmp:
+            self.write_files(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
+        return load_policy(path, device)
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
+    """Rebuild a policy from a checkpoint directory (config.json "method" picks the class)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: not a checkpoint directory")
+    for name in FILES:
+        if not (path / name).is_file():
+            raise UserError(f"{path}: missing {name}")
+    config_text = (path / "config.json").read_text()
+    stats_text = (path / "stats.json").read_text()
+    try:
+        with open(path / "model.safetensors", "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(header_len)).get("__metadata__", {})
+        tensors = load_file(str(path / "model.safetensors"))
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise UserError(f"{path / 'model.safetensors'}: unreadable ({exc})") from None
+    if meta.get("config_sha256") != _sha(config_text):
+        raise UserError(f"{path / 'config.json'}: does not match model.safetensors (edited after saving?)")
+    if meta.get("stats_sha256") != _sha(stats_text):
+        raise UserError(f"{path / 'stats.json'}: does not match model.safetensors (edited after saving?)")
+    try:
+        data = json.loads(config_text)
+        stats = json.loads(stats_text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: invalid JSON ({exc})") from None
+    if data.pop("format", None) != FORMAT:
+        raise UserError(f"{path / 'config.json'}: not a robolearn policy (format field)")
+    data.pop("format_version", None)
+    cls = policy_class(data.get("method", ""))
+    config = from_dict(cls.config_class, data, str(path / "config.json"))
+    policy = cls(config, stats)
+    try:
+        missing, unexpected = policy.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        raise UserError(f"{path}: weights do not match config ({str(exc).splitlines()[-1].strip()})") from None
+    if missing or unexpected:
+        raise UserError(f"{path}: weights do not match config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return policy.to(device).eval()
+
+
+def make_policy(config: PolicyConfig, store_stats: dict[str, dict]) -> Policy:
+    """Build a fresh policy whose normaliser takes the needed keys from ``store_stats``."""
+    cls = policy_class(config.method)
+    modes = {config.action_key: config.action_norm}
+    modes.update({k: config.obs_norm for k in config.lowdim_keys})
+    policy = cls(config, select_stats(store_stats, modes))
+    if config.encoder.pretrained and hasattr(policy, "encoder"):
+        load_pretrained(policy.encoder, config.encoder.pretrained, config.encoder.freeze_pretrained)
+    return policy
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp dir beside ``target``; on success it replaces ``target`` in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if target.exists() or target.is_symlink():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,110 @@
+"""Diffusion Policy: denoise an action chunk conditioned on encoded observations.
+
+Denoiser: 1-D temporal UNet with FiLM (default) or a cross-attention transformer.
+diffusers DDPMScheduler for training, DDIMScheduler (10 steps by default) for acting.
+Obs horizon 2, predict 16, execute 8 (Chi et al. 2023).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from einops import rearrange
+
+from robolearn.errors import UserError
+from robolearn.nn.obs_encoder import ObsEncoder
+from robolearn.nn.transformer import TransformerDenoiser
+from robolearn.nn.unet1d import ConditionalUnet1D
+from robolearn.policies.base import Policy, PolicyConfig, register_policy
+
+
+@dataclass
+class DiffusionConfig(PolicyConfig):
+    method: str = "diffusion"
+    denoiser: str = "unet"  # "unet" | "transformer"
+    down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    kernel_size: int = 5
+    n_groups: int = 8
+    step_embed_dim: int = 128
+    d_model: int = 256  # transformer denoiser
+    n_heads: int = 4
+    n_layers: int = 8
+    dropout: float = 0.1
+    num_train_timesteps: int = 100
+    num_inference_steps: int = 10
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"  # or "sample"
+    clip_sample: bool = True
+
+    def validate(self, where: str = "policy") -> None:
+        super().validate(where)
+        if self.denoiser not in ("unet", "transformer"):
+            raise UserError(f"{where}.denoiser: expected 'unet' or 'transformer', got {self.denoiser!r}")
+        if self.prediction_type not in ("epsilon", "sample"):
+            raise UserError(f"{where}.prediction_type: expected 'epsilon' or 'sample', got {self.prediction_type!r}")
+        factor = 2 ** (len(self.down_dims) - 1)
+        if self.denoiser == "unet" and self.horizon % factor:
+            raise UserError(f"{where}.horizon: must be a multiple of {factor} for down_dims {self.down_dims}")
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise UserError(f"{where}.num_inference_steps: expected 1..{self.num_train_timesteps}")
+
+
+@register_policy("diffusion")
+class DiffusionPolicy(Policy):
+    config_class = DiffusionConfig
+
+    def __init__(self, config: DiffusionConfig, stats: dict[str, dict]):
+        super().__init__(config, stats)
+        c = config
+        lowdim = {k: c.obs_shapes[k][-1] for k in c.lowdim_keys}
+        images = {k: c.obs_shapes[k] for k in c.image_keys}
+        self.encoder = ObsEncoder(c.encoder, lowdim, images)
+        if c.denoiser == "unet":
+            self.denoiser = ConditionalUnet1D(
+                c.action_dim, self.encoder.out_dim * c.obs_horizon, c.down_dims, c.step_embed_dim, c.kernel_size, c.n_groups
+            )
+        else:
+            self.denoiser = TransformerDenoiser(
+                c.action_dim, self.encoder.out_dim, c.horizon, c.obs_horizon, c.d_model, c.n_heads, c.n_layers, c.dropout
+            )
+        sched = dict(
+            num_train_timesteps=c.num_train_timesteps,
+            beta_schedule=c.beta_schedule,
+            clip_sample=c.clip_sample,
+            prediction_type=c.prediction_type,
+        )
+        self.train_scheduler = DDPMScheduler(**sched)
+        self.infer_scheduler = DDIMScheduler(**sched, set_alpha_to_one=True, steps_offset=0)
+
+    def _cond(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        feats = self.encoder(obs)  # (B, To, D)
+        if self.config.denoiser == "unet":
+            return rearrange(feats, "b t d -> b (t d)")  # global FiLM vector
+        return feats  # cond tokens
+
+    def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        actions = self.normalized_actions(batch)  # (B, T, Da)
+        cond = self._cond(self.prepare_obs(batch["obs"]))
+        noise = torch.randn_like(actions)
+        t = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
+        noisy = self.train_scheduler.add_noise(actions, noise, t)
+        pred = self.denoiser(noisy, t, cond)
+        target = noise if self.config.prediction_type == "epsilon" else actions
+        return {"loss": self.chunk_loss(F.mse_loss(pred, target, reduction="none"), batch)}
+
+    @torch.no_grad()
+    def predict_action_chunk(
+        self, obs: dict[str, torch.Tensor], goal: Any = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        cond = self._cond(self.prepare_obs(obs))
+        b = cond.shape[0]
+        x = torch.randn(b, self.config.horizon, self.config.action_dim, device=cond.device, generator=generator)
+        self.infer_scheduler.set_timesteps(self.config.num_inference_steps)
+        for t in self.infer_scheduler.timesteps:
+            tt = torch.full((b,), int(t), device=cond.device, dtype=torch.long)
+            x = self.infer_scheduler.step(self.denoiser(x, tt, cond), t, x, generator=generator).prev_sample
+        return self.normalizer.unnormalize(self.config.action_key, x)  # (B, T, Da)

@@ -1,0 +1,81 @@
+"""`robolearn train --recipe policies/<task>_<method>.toml [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help="training recipe TOML (policies/<task>_<method>.toml)")
+    p.add_argument("--max-steps", type=int, help="total optimisation steps (= train.steps)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (= device)")
+    p.add_argument("--out", help="run directory (default runs/<task>_<method>_<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR exactly from its checkpoints/last")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers (= data.num_workers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _merge_rest(args: argparse.Namespace) -> argparse.Namespace:
+    """Options may follow the key=value overrides; argparse stops at the first positional, so the
+    rest is parsed again, intermixed, by a parser without sub-commands."""
+    p = argparse.ArgumentParser(prog="robolearn train", add_help=False)
+    _add_options(p)
+    p.add_argument("overrides", nargs="*")
+    extra = p.parse_intermixed_args(args.rest)
+    for name, value in vars(extra).items():
+        if name != "overrides" and value not in (None, False):
+            setattr(args, name, value)
+    args.overrides = extra.overrides
+    return args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a policy from a recipe",
+        description=(
+            "Train a policy head (diffusion, act, bc, ...) on an episode store. The recipe TOML maps 1:1 onto the "
+            "run config; key=value overrides use dotted keys, e.g. policy.horizon=16 train.lr=3e-4 dataset=PATH. "
+            "Under torchrun (WORLD_SIZE>1) it trains with DistributedDataParallel."
+        ),
+    )
+    _add_options(p)
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="key=value", help="dotted config overrides")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from robolearn.errors import UserError
+    from robolearn.train.config import load_recipe
+    from robolearn.train.run import resume_config, train
+
+    args = _merge_rest(args)
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"train.steps={args.max_steps}")
+    if args.num_workers is not None:
+        overrides.append(f"data.num_workers={args.num_workers}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    if args.resume:
+        if args.out:
+            raise UserError("--out: not allowed with --resume (the run continues in RUN_DIR)")
+        run = resume_config(Path(args.resume), overrides)
+        run.device = args.device or run.device
+        result = train(run, resume=Path(args.resume))
+    else:
+        if not args.recipe:
+            raise UserError("--recipe: required (or --resume RUN_DIR)")
+        run = load_recipe(args.recipe, overrides)
+        run.out = args.out or run.out
+        run.device = args.device or run.device
+        result = train(run)
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        where = result.last_checkpoint or (Path(run.out) / "checkpoints" / "last")
+        final = f"loss {result.losses[-1]:.4f}" if result.losses else "nothing to do"
+        print(f"trained {run.method} to step {result.step} ({final}); checkpoint {where}")
+    return 0

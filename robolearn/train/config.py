@@ -1,0 +1,115 @@
+"""Run configuration: a recipe TOML maps 1:1 onto `RunConfig` (+ the method's policy config).
+
+    dataset = "datasets/lift_ph.zarr"   # the store (overridable: dataset=PATH)
+    method = "diffusion"                 # registry name -> policy config class
+    [policy]  ... fields of the method's config (e.g. horizon = 16, [policy.encoder] ...)
+    [train]   ... TrainConfig
+    [data]    ... DataConfig
+
+`key=value` overrides use dotted keys (policy.horizon=16 train.lr=3e-4). Unknown keys and wrong
+types raise UserError naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robolearn.errors import UserError
+from robolearn.policies.base import PolicyConfig, policy_class
+from robolearn.policies.config_io import apply_overrides, from_dict, to_dict
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100_000
+    batch_size: int = 64  # per process
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max grad norm; 0 = off
+    ema: bool = True
+    ema_decay: float = 0.9999  # max decay (warm-up (1+n)/(10+n) before)
+    amp: bool = True  # bf16 autocast, CUDA only
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 5_000
+    keep_checkpoints: int = 0  # keep the newest N step_* dirs; 0 = keep all
+    progress: bool = True
+    tensorboard: bool = True
+    num_threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    ddp_find_unused_parameters: bool = False  # heads with branches unused in some steps need True
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or len(self.betas) != 2:
+            raise UserError("train.lr/betas: expected lr > 0 and two betas")
+
+
+@dataclass
+class DataConfig:
+    num_workers: int = 0
+    in_ram: bool = False  # also keep camera frames in RAM (low-dim keys always are)
+    weights: str = ""  # meta field holding per-episode loss weights; "" = uniform
+    mask_keys: list[str] = field(default_factory=list)
+    meta_fields: list[str] = field(default_factory=list)
+    episodes: list[int] = field(default_factory=list)  # [] = all episodes
+
+
+@dataclass
+class RunConfig:
+    dataset: str = ""
+    method: str = "diffusion"
+    task: str = ""  # default: the store's "task" attr
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    out: str = ""  # default runs/<task>_<method>_<timestamp>
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def run_config_from_dict(data: dict, where: str) -> RunConfig:
+    data = dict(data)
+    method = data.get("method", RunConfig.method)
+    if not isinstance(method, str):
+        raise UserError(f"{where}: 'method' expected str, got {method!r}")
+    cls = policy_class(method).config_class
+    policy_data = data.pop("policy", {})
+    if isinstance(policy_data, dict) and policy_data.get("method", method) != method:
+        raise UserError(f"{where}: 'policy.method' {policy_data['method']!r} differs from method {method!r}")
+    run = from_dict(RunConfig, data, where)
+    run.policy = from_dict(cls, policy_data, where, prefix="policy.")
+    run.policy.method = method
+    run.policy.validate()
+    run.train.validate()
+    return run
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> RunConfig:
+    """Read a recipe TOML (or a saved config.json via ``base``) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = dict(base or {})
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: recipe not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: invalid TOML ({exc})") from None
+    data = apply_overrides(data, list(overrides))
+    return run_config_from_dict(data, where if not overrides else f"{where} (+ overrides)")
+
+
+def save_run_config(run: RunConfig, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(to_dict(run), indent=2, sort_keys=True))
+    tmp.replace(path)

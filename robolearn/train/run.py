@@ -1,0 +1,72 @@
+"""Glue between a resolved RunConfig and the Trainer: store -> dataset -> policy -> fit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from robolearn.errors import UserError
+from robolearn.policies.base import make_policy
+from robolearn.train.config import RunConfig, load_recipe, save_run_config
+from robolearn.train.distributed import broadcast_object, init_distributed, resolve_device, shutdown
+from robolearn.train.trainer import Trainer, TrainResult, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def default_out(run: RunConfig) -> Path:
+    return Path("runs") / f"{run.task}_{run.method}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None) -> TrainResult:
+    """Train ``run``; with ``resume`` (a run dir) continue from its checkpoints/last."""
+    from robolearn.train.data import open_training_data
+
+    if run.train.num_threads > 0:
+        torch.set_num_threads(run.train.num_threads)
+    device = resolve_device(run.device)
+    dist_info = init_distributed(device)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device(f"cuda:{dist_info.local_rank}")
+        torch.cuda.set_device(device)
+    try:
+        dataset, stats = open_training_data(run)
+        if resume is not None:
+            out = Path(resume)
+        else:
+            out = Path(run.out) if run.out else default_out(run)
+            out = Path(broadcast_object(str(out), dist_info))
+        run.out = str(out)
+        if dist_info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_run_config(run, out / "config.json")
+        seed_everything(run.train.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+        policy = make_policy(run.policy, stats)
+        n_params = sum(p.numel() for p in policy.parameters())
+        log.info("%s policy: %.2fM parameters, %d windows, out %s", run.method, n_params / 1e6, len(dataset), out)
+        trainer = Trainer(policy, dataset, run.train, out, device, dist_info, run.data.num_workers, {"method": run.method})
+        if resume is not None:
+            last = out / "checkpoints" / "last"
+            if not last.exists():
+                raise UserError(f"{out}: no checkpoints/last to resume from")
+            trainer.load_checkpoint(last)
+        else:
+            seed_everything(run.train.seed + dist_info.rank)  # per-rank noise / augmentation streams
+        return trainer.fit(stop_at=stop_at)
+    finally:
+        shutdown(dist_info)
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no config.json (not a robolearn run directory)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: invalid JSON ({exc})") from None
+    return load_recipe(None, overrides, base=data)
