@@ -135,12 +135,12 @@ def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, jobs, result
         frames: list[np.ndarray] = []
         on_frame = None
         if video_path:
-            # a state policy's env has no cameras: render one at video size; an image policy's env
-            # renders at its training size, so film one of its own cameras
+            # a state policy's env renders at video size; an image policy's env renders at its
+            # training size, so film one of its own cameras
             cam = cfg.video_camera if not env.cameras or cfg.video_camera in env.cameras else env.cameras[0]
 
             def on_frame(e, cam=cam):
-                frames.append(e.render_camera(cam, size=cfg.video_size).copy())
+                frames.append(e.render_camera(cam).copy())
 
         try:
             out = run_policy_episode(env, policy, seed, cfg.temporal_ensemble, cfg.max_steps, on_frame)
@@ -164,6 +164,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         raise UserError(f"--workers: expected at least 1, got {cfg.workers}")
     ckpt_cfg = read_checkpoint_config(cfg.checkpoint)
     trained_task, env_kwargs = env_kwargs_for(ckpt_cfg)
+    if not env_kwargs["cameras"]:  # a state policy's env renders only for the videos
+        env_kwargs["image_size"] = cfg.video_size
     task = cfg.task or trained_task
     if not task:
         raise UserError(f"{cfg.checkpoint}: the checkpoint records no task; pass --task")

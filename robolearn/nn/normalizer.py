@@ -1,9 +1,9 @@
-"""Per-key affine normalisation as a torch module (lives inside every policy).
+"""The normaliser that lives inside every policy.
 
-Stats come from the episode store (`store.stats`: per-key min/max/mean/std lists over
-the last-dim channels) plus a mode per key. ``minmax`` maps [min, max] to [-1, 1],
-``meanstd`` standardises; keys without a mode pass through. The math matches
-`robolearn.datasets.normalize.Normalizer`. Buffers are non-persistent: the numbers are
+The maths is `robolearn.datasets.normalize` (one definition of ``minmax`` -> [-1, 1] and
+``meanstd``, constant channels mapped to 0, exact JSON round trip); this module only holds
+each key's offset and scale as torch buffers, so they follow the policy to its device
+without a host-to-device copy per call. The buffers are non-persistent: the numbers are
 saved in the checkpoint's ``stats.json``, not in ``model.safetensors``.
 """
 
@@ -14,43 +14,27 @@ import math
 import torch
 from torch import nn
 
+from robolearn.datasets.normalize import MODES, KeyStats
 from robolearn.errors import UserError
-
-MODES = ("minmax", "meanstd")
-_EPS = 1e-8  # same constant-channel rule as robolearn.datasets.normalize
-
-
-def _scale_offset(entry: dict, mode: str) -> tuple[list[float], list[float]]:
-    if mode == "minmax":
-        half = [(h - l) / 2 for l, h in zip(entry["min"], entry["max"])]
-        scale = [1.0 / r if r > _EPS else 1.0 for r in half]  # constant channels map to 0
-        offset = [-(l + r) * s for l, r, s in zip(entry["min"], half, scale)]
-    elif mode == "meanstd":
-        scale = [1.0 / s if s > _EPS else 1.0 for s in entry["std"]]
-        offset = [-m * s for m, s in zip(entry["mean"], scale)]
-    else:
-        raise UserError(f"normalisation mode: expected one of {MODES}, got {mode!r}")
-    return scale, offset
 
 
 class Normalizer(nn.Module):
-    """y = x * scale + offset per key; ``stats`` = {key: {"mode", "min", "max", "mean", "std"}}."""
+    """y = (x - offset) / scale per key; ``stats`` = {key: {"mode", "min", "max", "mean", "std"}}."""
 
     def __init__(self, stats: dict[str, dict]):
         super().__init__()
         self.stats = {k: dict(v) for k, v in stats.items()}
         self.keys = sorted(stats)
         for key, entry in self.stats.items():
-            need = ("min", "max") if entry.get("mode") == "minmax" else ("mean", "std")
-            for field in need:
-                values = entry.get(field)
-                if not isinstance(values, list) or not all(
-                    isinstance(x, (int, float)) and math.isfinite(x) for x in values
+            for name in ("min", "max", "mean", "std"):
+                values = entry.get(name)
+                if values is not None and not (
+                    isinstance(values, list) and all(isinstance(x, (int, float)) and math.isfinite(x) for x in values)
                 ):
-                    raise UserError(f"stats[{key!r}].{field}: expected a list of finite numbers")
-            scale, offset = _scale_offset(entry, entry.get("mode", ""))
-            self.register_buffer(f"{_safe(key)}_scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
-            self.register_buffer(f"{_safe(key)}_offset", torch.tensor(offset, dtype=torch.float32), persistent=False)
+                    raise UserError(f"stats[{key!r}].{name}: expected a list of finite numbers")
+            ks = KeyStats.from_stats(key, entry.get("mode", ""), entry)
+            self.register_buffer(f"{_safe(key)}_offset", torch.tensor(ks.offset, dtype=torch.float32), persistent=False)
+            self.register_buffer(f"{_safe(key)}_scale", torch.tensor(ks.scale, dtype=torch.float32), persistent=False)
 
     def __contains__(self, key: str) -> bool:
         return key in self.stats
@@ -61,12 +45,12 @@ class Normalizer(nn.Module):
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         if key not in self.stats:
             return x
-        return x * getattr(self, f"{_safe(key)}_scale") + getattr(self, f"{_safe(key)}_offset")
+        return (x - getattr(self, f"{_safe(key)}_offset")) / getattr(self, f"{_safe(key)}_scale")
 
     def unnormalize(self, key: str, y: torch.Tensor) -> torch.Tensor:
         if key not in self.stats:
             return y
-        return (y - getattr(self, f"{_safe(key)}_offset")) / getattr(self, f"{_safe(key)}_scale")
+        return y * getattr(self, f"{_safe(key)}_scale") + getattr(self, f"{_safe(key)}_offset")
 
     def to_dict(self) -> dict[str, dict]:
         return {k: dict(v) for k, v in self.stats.items()}
@@ -81,7 +65,7 @@ def select_stats(store_stats: dict[str, dict], modes: dict[str, str]) -> dict[st
     out = {}
     for key, mode in modes.items():
         if key not in store_stats:
-            raise UserError(f"store stats: no entry for key {key!r} (run compute_stats on the store)")
+            raise UserError(f"store stats: no entry for key {key!r} (run `robolearn data stats STORE`)")
         if mode not in MODES:
             raise UserError(f"normalisation mode for {key!r}: expected one of {MODES}, got {mode!r}")
         entry = {f: [float(x) for x in store_stats[key][f]] for f in ("min", "max", "mean", "std")}
