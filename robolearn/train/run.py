@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from robolearn.train.trainer import Trainer, TrainResult, seed_everything
 log = logging.getLogger(__name__)
 
 
+def auto_num_threads() -> int:
+    """Half the cores, at most 8: leaves room for data workers and keeps OpenMP from thrashing."""
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
 def default_out(run: RunConfig) -> Path:
     return Path("runs") / f"{run.task}_{run.method}_{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -26,8 +32,7 @@ def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None
     """Train ``run``; with ``resume`` (a run dir) continue from its checkpoints/last."""
     from robolearn.train.data import open_training_data
 
-    if run.train.num_threads > 0:
-        torch.set_num_threads(run.train.num_threads)
+    torch.set_num_threads(run.train.num_threads or auto_num_threads())
     device = resolve_device(run.device)
     dist_info = init_distributed(device)
     if dist_info.enabled and device.type == "cuda":
