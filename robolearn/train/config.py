@@ -76,6 +76,11 @@ class RunConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    # sim evaluation of the EMA weights during training (0 = off); best and last are kept
+    eval_every: int = 0
+    eval_episodes: int = 50
+    eval_workers: int = 2
+    eval_max_steps: int = 0  # 0 = the task's horizon
 
 
 def run_config_from_dict(data: dict, where: str) -> RunConfig:

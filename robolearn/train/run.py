@@ -53,7 +53,14 @@ def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None
         policy = make_policy(run.policy, stats)
         n_params = sum(p.numel() for p in policy.parameters())
         log.info("%s policy: %.2fM parameters, %d windows, out %s", run.method, n_params / 1e6, len(dataset), out)
-        trainer = Trainer(policy, dataset, run.train, out, device, dist_info, run.data.num_workers, {"method": run.method})
+        evaluator = None
+        if run.eval_every > 0 and dist_info.is_main:
+            from robolearn.eval.during_training import CheckpointEvaluator
+
+            evaluator = CheckpointEvaluator(out, run.eval_every, run.eval_episodes, run.eval_workers,
+                                            run.eval_max_steps or None, task=run.task or None)
+        trainer = Trainer(policy, dataset, run.train, out, device, dist_info, run.data.num_workers,
+                          {"method": run.method}, on_checkpoint=evaluator, eval_every=run.eval_every)
         if resume is not None:
             last = out / "checkpoints" / "last"
             if not last.exists():

@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -66,7 +66,12 @@ class Trainer:
         dist_info: DistInfo = DistInfo(),
         num_workers: int = 0,
         extra_state: dict[str, Any] | None = None,
+        on_checkpoint: Callable[[int, Path, bool], None] | None = None,
+        eval_every: int = 0,
     ):
+        """``on_checkpoint(step, path, final)`` runs on the main process after each checkpoint (e.g. a
+        sim evaluation); ``eval_every`` adds a checkpoint every that many steps for it."""
+        self.on_checkpoint, self.eval_every = on_checkpoint, eval_every
         self.cfg, self.out, self.device, self.dist = cfg, Path(out), device, dist_info
         self.dataset, self.num_workers = dataset, num_workers
         self.extra_state = extra_state or {}
@@ -200,10 +205,14 @@ class Trainer:
                         rec.update(step=self.step, samples_per_s=len(window) * cfg.batch_size * self.dist.world_size / dt)
                         logger.write(rec)
                     window, t0 = [], time.perf_counter()
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                eval_due = self.eval_every > 0 and self.step % self.eval_every == 0
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or eval_due:
                     last_ckpt = self.save_checkpoint()
                     if self.dist.is_main:
                         plot_loss(logger.path, self.out / "train_loss.png")
+                        if self.on_checkpoint is not None:
+                            self.on_checkpoint(self.step, last_ckpt, self.step == cfg.steps)
+                    barrier(self.dist)
         finally:
             if bar is not None:
                 bar.close()

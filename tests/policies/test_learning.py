@@ -54,3 +54,22 @@ def test_diffusion_keeps_both_modes_and_mlp_averages_them():
     fit(bc, 150)
     xb = final_x(bc)
     assert (xb.abs() < 0.5).all(), xb  # the MSE solution is the mean of the modes
+
+
+def test_diffusion_inpaints_a_committed_prefix_and_continues_its_mode():
+    """Real-time chunking: the first actions are fixed to the committed ones and the rest follows them."""
+    torch.manual_seed(0)
+    diff = tiny_policy("diffusion", down_dims=[32, 64], step_embed_dim=32, num_train_timesteps=50, num_inference_steps=10)
+    fit(diff, 300)
+    diff.eval()
+    n, p = 32, 4
+    obs = {"state": torch.zeros(n, diff.config.obs_horizon, 5)}
+    ramp = torch.linspace(0.2, 1.5, diff.config.horizon)[:p]
+    for sign in (1.0, -1.0):
+        prefix = torch.stack([sign * ramp, ramp, torch.zeros(p)], -1).expand(n, -1, -1)  # (n, P, 3)
+        torch.manual_seed(1)
+        with torch.inference_mode():  # as the control daemon calls it
+            chunk = diff.predict_action_chunk(obs, prefix=prefix, prefix_len=p)
+        assert torch.allclose(chunk[:, :p], prefix, atol=1e-5)  # the committed actions, exactly
+        followed = (torch.sign(chunk[:, -1, 0]) == sign).float().mean().item()
+        assert followed > 0.8, (sign, chunk[:, -1, 0])  # the continuation stays in the prefix's mode
