@@ -15,12 +15,10 @@ import sys
 from robolearn import __version__
 from robolearn.errors import UserError
 
-# Modules exposing `register(subparsers)`. A module that is missing (a domain
-# not built yet) is skipped so the rest of the CLI keeps working.
+# Modules exposing `register(subparsers)`, one per domain.
 COMMAND_MODULES = [
     "robolearn.datasets.cli",  # data
     "robolearn.sim.cli",  # collect
-    "robolearn.pretrain.cli",  # pretrain
     "robolearn.train.cli",  # train
     "robolearn.eval.cli",  # eval, quickstart
     "robolearn.real_robot.cli",  # serve
@@ -36,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
