@@ -195,7 +195,9 @@ class PickPlaceCanExpert(PlaceExpert):
         return np.array([lo[0] - size[0] / 4 + 0.07, lo[1] - size[1] / 4 + 0.07, self.rs.bin2_pos[2] + 0.08])
 
 
-class MultiCubeLiftExpert(LiftExpert):
+class _InstructedCube:
+    """Multi-cube scene: the object to handle is the cube the episode's instruction names (goal "a")."""
+
     name = "multi_cube"
 
     def obj_pos(self):
@@ -208,18 +210,11 @@ class MultiCubeLiftExpert(LiftExpert):
         return float(self.rs.table_offset[2])
 
 
-class MultiCubeStackExpert(StackExpert):
-    name = "multi_cube"
+class MultiCubeLiftExpert(_InstructedCube, LiftExpert):
+    pass
 
-    def obj_pos(self):
-        return self.body_pos(self.rs.cube_body_ids[self.rs.goal["a"]])
 
-    def obj_yaw(self):
-        return yaw_of(self.body_mat(self.rs.cube_body_ids[self.rs.goal["a"]]))
-
-    def table_z(self):
-        return float(self.rs.table_offset[2])
-
+class MultiCubeStackExpert(_InstructedCube, StackExpert):
     def goal_pos(self):
         b = self.body_pos(self.rs.cube_body_ids[self.rs.goal["b"]])
         return b + np.array([0, 0, 0.04 + 0.004])  # two 2 cm half sizes + gap
