@@ -9,9 +9,24 @@ or robosuite are imported; heavy imports happen lazily on first use.
 
 from __future__ import annotations
 
+import logging
+import os
+
 from robolearn.sim.gl import configure_gl
 
 GL_BACKEND = configure_gl()
+
+
+def _quiet_robosuite() -> None:
+    """robosuite logs a dozen warnings per process (private macro file, optional robot packages,
+    unused controller parts) that say nothing about our tasks; keep its errors only, unless
+    ROBOLEARN_ROBOSUITE_LOG names a level (e.g. INFO)."""
+    level = logging.getLevelName(os.environ.get("ROBOLEARN_ROBOSUITE_LOG", "ERROR").upper())
+    if isinstance(level, int):
+        logging.getLogger("robosuite_logs").addFilter(lambda record: record.levelno >= level)
+
+
+_quiet_robosuite()
 
 
 def make(task: str, **kwargs):
