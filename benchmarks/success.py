@@ -37,7 +37,8 @@ TARGET = {"lift": 0.98, "pick_place_can": 0.95, "nut_assembly_square": 0.85}
 CPU_PROFILE = {
     "diffusion": ["policy.down_dims=[64,128,256]", "train.batch_size=64", "train.lr=1e-3", "train.warmup_steps=100",
                   "train.ema_decay=0.999"],
-    "act": ["train.batch_size=64", "train.lr=3e-4", "train.warmup_steps=100", "train.ema_decay=0.999"],
+    "act": ["policy.d_model=128", "policy.n_heads=4", "policy.n_encoder_layers=2", "policy.dim_feedforward=512",
+            "train.batch_size=64", "train.lr=3e-4", "train.warmup_steps=100", "train.ema_decay=0.999"],
     "bc": ["train.batch_size=64", "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.999"],
 }
 
