@@ -4,7 +4,7 @@
 
 baseline   robosuite.make("Lift") stepped with random OSC_POSE actions in this process
            (no policy, no observation wrapper): the ceiling for one core.
-eval_wN    `robolearn.eval.evaluate` of a diffusion policy (default UNet size, DDIM 10
+eval_<size>_wN  `robolearn.eval.evaluate` of a diffusion policy (the DP default UNet and our CPU size; DDIM 10
            steps, 8 actions executed per prediction) on lift, state observations, N worker
            processes; env-steps/s over the whole run (worker start-up included) and after
            the first worker is ready.
@@ -46,12 +46,15 @@ def bare_robosuite_steps_per_s(steps: int) -> float:
     return steps / dt
 
 
-def make_checkpoint(path: Path) -> str:
+SIZES = {"unet_256_512_1024": [256, 512, 1024], "unet_64_128_256": [64, 128, 256]}  # DP default, our CPU profile
+
+
+def make_checkpoint(path: Path, down_dims: list[int]) -> str:
     from robolearn.policies import make_policy
     from robolearn.policies.diffusion import DiffusionConfig
 
     dim = 19  # lift "state": proprio 9 + object 10
-    cfg = DiffusionConfig(obs_keys=["state"], obs_shapes={"state": [dim]}, action_dim=7,
+    cfg = DiffusionConfig(obs_keys=["state"], obs_shapes={"state": [dim]}, action_dim=7, down_dims=down_dims,
                           env={"task": "lift", "env": {"cameras": []}})
     unit = {"min": [-1.0] * dim, "max": [1.0] * dim, "mean": [0.0] * dim, "std": [1.0] * dim}
     act = {"min": [-1.0] * 7, "max": [1.0] * 7, "mean": [0.0] * 7, "std": [1.0] * 7}
@@ -73,19 +76,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {"baseline_bare_robosuite": {"env_steps_per_s": round(bare_robosuite_steps_per_s(args.episodes * args.steps), 1)}}
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = make_checkpoint(Path(tmp) / "policy")
-        for workers in (1, 2):
-            r = evaluate(EvalConfig(checkpoint=ckpt, episodes=args.episodes, workers=workers, videos=0,
-                                    max_steps=args.steps, out=str(Path(tmp) / f"eval{workers}")), progress=False)
-            results[f"eval_w{workers}"] = {"env_steps_per_s": r["env_steps_per_s"], "wall_s": r["wall_s"],
-                                           "env_steps": r["env_steps"], "startup_s": r["startup_s"],
-                                           "env_steps_per_s_after_startup": r["env_steps_per_s_after_startup"]}
+        for size, dims in SIZES.items():
+            ckpt = make_checkpoint(Path(tmp) / size, dims)
+            for workers in (1, 2):
+                r = evaluate(EvalConfig(checkpoint=ckpt, episodes=args.episodes, workers=workers, videos=0,
+                                        max_steps=args.steps, out=str(Path(tmp) / f"eval{workers}")), progress=False)
+                results[f"eval_{size}_w{workers}"] = {
+                    "env_steps_per_s": r["env_steps_per_s"], "wall_s": r["wall_s"], "env_steps": r["env_steps"],
+                    "startup_s": r["startup_s"], "env_steps_per_s_after_startup": r["env_steps_per_s_after_startup"]}
     base = results["baseline_bare_robosuite"]["env_steps_per_s"]
     for k, v in results.items():
         v["ratio_to_bare"] = round(v["env_steps_per_s"] / base, 3)
     report = {"benchmark": "eval_throughput",
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
-              "setup": {"task": "lift", "obs": "state", "policy": "diffusion unet [256,512,1024], DDIM 10, execute 8",
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+                          "loadavg_at_start": os.getloadavg()},
+              "setup": {"task": "lift", "obs": "state", "policy": "diffusion unet (sizes in the keys), DDIM 10, execute 8",
                         "episodes": args.episodes, "steps_per_episode": args.steps},
               "results": results}
     text = json.dumps(report, indent=2)

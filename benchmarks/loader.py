@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         report = {
             "benchmark": "loader",
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+                        "loadavg_at_start": os.getloadavg(),
                         "torch": torch.__version__},
             "setup": {"episodes": store.n_episodes, "steps": store.n_steps, "cameras": list(CAMERAS), "image": [84, 84, 3],
                       "obs_horizon": OBS_HORIZON, "action_horizon": ACTION_HORIZON, "batch": BATCH,
