@@ -34,7 +34,7 @@ from robolearn.real_robot.model import Kinematics
 from robolearn.real_robot.safety import SafetyFilter
 from robolearn.real_robot.scheduling import Chunk, ChunkScheduler
 from robolearn.real_robot.watchdog import HOLD, STOP, Watchdog
-from robolearn.real_robot.worker import ObsHistory, PolicyWorker, Request
+from robolearn.real_robot.worker import ObsHistory, PolicyWorker, Request, obs_from_state
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,10 @@ class PolicySpec:
 class Daemon:
     def __init__(self, cfg: RobotConfig, driver: Driver, policy, events: EventLog | None = None,
                  kinematics: Kinematics | None = None, clock=time.monotonic, sleep=time.sleep,
-                 device: str = "cpu"):
+                 device: str = "cpu", recorder=None):
         self.cfg = cfg
+        self.recorder = recorder  # an EpisodeRecorder: (obs, action) at each new action slot
+        self._rec_slot: int | None = None
         self.driver = driver
         self.policy = policy
         self.spec = PolicySpec.of(policy)
@@ -224,6 +226,9 @@ class Daemon:
         if self.mode == HOLDING:
             self._leave_hold(now, st)
         self._command(now, a, slot)
+        if self.recorder is not None and slot != self._rec_slot and st is not None:
+            self._rec_slot = slot
+            self.recorder.add(obs_from_state(st), a)
         self._maybe_submit(now)
 
     def _read_state(self, now: float):

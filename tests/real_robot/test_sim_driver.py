@@ -160,3 +160,29 @@ def test_daemon_lifts_the_cube_on_the_sim_arm():
     d.run(duration=15.0)
     assert max(heights) > z0 + 0.08, f"cube only reached {max(heights):.3f} (start {z0:.3f})"
     assert drv.checked_steps(cfg) > 100
+
+
+def test_recorder_stores_the_daemon_run_as_a_training_episode(tmp_path):
+    """Demos recorded through the daemon's own arm land in an episode store at the policy's rate,
+    with the sim tasks' observation keys, ready for `robolearn train`."""
+    from robolearn.datasets.sampler import WindowDataset
+    from robolearn.datasets.store import EpisodeStore
+    from robolearn.real_robot.record import EpisodeRecorder
+    from robolearn.real_robot.testing import ScriptedLiftPolicy
+
+    cfg = make_cfg()
+    drv = Recording(cfg)
+    rec = EpisodeRecorder()
+    d = Daemon(cfg, drv, ScriptedLiftPolicy(), recorder=rec)
+    d.start()
+    d.run(duration=2.0)
+    store = EpisodeStore.create(tmp_path / "daemon_demos.zarr", attrs={"task": "lift"})
+    n_steps = len(rec)
+    assert abs(n_steps - 2.0 / cfg.scheduling.action_dt) <= 6  # one step per 50 ms action slot
+    rec.save(store, seed=0, success=False)
+    ep = EpisodeStore.open(store.path).get_episode(0)
+    assert ep["state"].shape == (n_steps, 19) and ep["action"].shape == (n_steps, 7)
+    assert np.allclose(ep["state"][:, :9], ep["proprio"]) and np.isfinite(ep["action"]).all()
+    assert np.ptp(ep["state"][:, 0]) > 0.005  # the arm moved while it was recorded
+    window = WindowDataset(store.path, obs_keys=["state"], obs_horizon=2, action_horizon=16)[0]
+    assert window["action"].shape == (16, 7)
