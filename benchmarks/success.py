@@ -6,7 +6,8 @@
 
 Each call runs ONE row (task x method x observation type), so the table can be completed over
 several runs, and merges it into benchmarks/results/success.json, then re-renders
-benchmarks/results/success.md beside the Diffusion Policy paper's numbers.
+benchmarks/results/success.md (and the same table in README.md) beside the Diffusion Policy
+paper's numbers.
 
 A row: collect `--demos` scripted demos into datasets/stores/ (re-used between rows), train
 with the recipe policies/<task>_<method>[_image].toml plus the CPU profile below, evaluate the
@@ -114,6 +115,12 @@ def render_table(data: dict) -> str:
                      f"{TARGET[r['task']]:.2f} | {paper} | {r['machine']} |")
     text = "\n".join(lines) + "\n"
     (RESULTS / "success.md").write_text(text)
+    readme = ROOT / "README.md"  # README shows the same table between these markers
+    begin, end = "<!-- success-table -->\n", "<!-- /success-table -->"
+    doc = readme.read_text()
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        readme.write_text(head + begin + text + end + rest.split(end, 1)[1])
     return text
 
 
