@@ -48,11 +48,11 @@ def machine() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.node() or 'unknown host'})"
 
 
-def ensure_store(task: str, demos: int, image: bool, workers: int) -> Path:
+def ensure_store(task: str, demos: int, image: bool, workers: int, scratch: Path) -> Path:
     from robolearn.sim.collect import CollectConfig, collect
 
     kind = "image" if image else "state"
-    path = ROOT / "datasets" / "stores" / f"{task}_ph_{kind}.zarr"
+    path = scratch / "datasets" / "stores" / f"{task}_ph_{kind}.zarr"
     path.parent.mkdir(parents=True, exist_ok=True)
     cams = None if image else []  # image stores: the task's default cameras at 84 px
     collect(CollectConfig(task=task, episodes=demos, out=str(path), workers=workers, cameras=cams))
@@ -65,10 +65,10 @@ def run_row(args: argparse.Namespace) -> dict:
 
     image = args.obs == "image"
     t0 = time.perf_counter()
-    store = ensure_store(args.task, args.demos, image, args.workers)
+    store = ensure_store(args.task, args.demos, image, args.workers, args.scratch)
     recipe = ROOT / "policies" / f"{TASK_RECIPE[args.task]}_{args.method}{'_image' if image else ''}.toml"
     name = f"{args.task}_{args.method}_{args.obs}"
-    out = ROOT / "runs" / "success" / name
+    out = args.scratch / "runs" / "success" / name
     every = max(1, args.steps // args.evals)
     overrides = [f"dataset={store}", f"out={out}", f"train.steps={args.steps}", f"train.checkpoint_every={every}",
                  f"eval_every={every}", f"eval_episodes={args.episodes}", f"eval_workers={args.workers}",
@@ -90,8 +90,8 @@ def run_row(args: argparse.Namespace) -> dict:
     }
 
 
-def merge(row: dict) -> dict:
-    path = RESULTS / "success.json"
+def merge(row: dict, results: Path) -> dict:
+    path = results / "success.json"
     data = json.loads(path.read_text()) if path.exists() else {"rows": []}
     data["rows"] = [r for r in data["rows"] if (r["task"], r["method"], r["obs"]) != (row["task"], row["method"], row["obs"])]
     data["rows"].append(row)
@@ -102,7 +102,7 @@ def merge(row: dict) -> dict:
     return data
 
 
-def render_table(data: dict) -> str:
+def render_table(data: dict, results: Path) -> str:
     lines = [
         "| task | obs | method | demos | steps | max (95% CI) | last | target | DP paper max / last-10 | machine |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -114,7 +114,9 @@ def render_table(data: dict) -> str:
                      f"{r['max']['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {r['last']['success_rate']:.2f} | "
                      f"{TARGET[r['task']]:.2f} | {paper} | {r['machine']} |")
     text = "\n".join(lines) + "\n"
-    (RESULTS / "success.md").write_text(text)
+    (results / "success.md").write_text(text)
+    if results != RESULTS:
+        return text
     readme = ROOT / "README.md"  # README shows the same table between these markers
     begin, end = "<!-- success-table -->\n", "<!-- /success-table -->"
     doc = readme.read_text()
@@ -136,16 +138,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--override", action="append", default=[], help="extra key=value for the recipe")
     p.add_argument("--table", action="store_true", help="only re-render the markdown table")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where success.json/.md live (default benchmarks/results)")
+    p.add_argument("--scratch", type=Path, default=ROOT, help="root for datasets/stores and runs/success (default the repo)")
     args = p.parse_args(argv)
     if not args.table:
         if not (args.task and args.method):
             p.error("--task and --method are required (or --table)")
         row = run_row(args)
-        data = merge(row)
+        data = merge(row, args.results)
         print(json.dumps({k: row[k] for k in ("task", "method", "obs", "max", "last", "wall_s")}, indent=2))
     else:
-        data = json.loads((RESULTS / "success.json").read_text())
-    print(render_table(data))
+        data = json.loads((args.results / "success.json").read_text())
+    print(render_table(data, args.results))
 
 
 if __name__ == "__main__":
