@@ -1,14 +1,14 @@
 """Parallel sim evaluation of a policy checkpoint.
 
-Each worker process (started with `spawn`) loads the checkpoint once, builds one
-env (one GL context per process, never two) and runs episodes from a shared job
-queue. The parent hands out fixed seeds (seed, seed+1, ...), watches every worker,
-and turns a worker that dies or overruns `episode_timeout` into an `error` outcome
-for the episode it was running, then starts a replacement for the rest. Outcomes
-depend only on the seed, never on which worker ran them.
+Each worker process (started with `spawn`) loads the checkpoint once, builds one env (one
+GL context per process, never two) and runs the episodes the parent hands it, one at a
+time, over fixed seeds (seed, seed+1, ...). Because the parent assigns every episode, it
+always knows which one a worker holds: a worker that dies, or stays silent past
+`episode_timeout`, turns exactly that episode into an `error` outcome, and a replacement
+runs the rest. Outcomes depend only on the seed, never on which worker ran them.
 
-The env is built from what the checkpoint needs: a state policy gets no cameras,
-an image policy gets exactly its cameras at its training image size.
+The env is built from what the checkpoint needs: a state policy gets no cameras, an image
+policy gets exactly its cameras at its training image size.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import platform
-import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,8 @@ class EvalConfig:
     video_size: int = 128
     temporal_ensemble: bool = False
     max_steps: int | None = None  # cap below the task horizon (quick checks)
-    episode_timeout: float = 600.0  # seconds before a silent worker counts as hung
+    episode_timeout: float = 600.0  # seconds before a worker silent mid-episode counts as hung
+    startup_timeout: float = 300.0  # seconds for a worker to load the policy and build its env
     device: str = "cpu"
     out: str | None = None
     fault: dict = field(default_factory=dict)  # test hook: {"crash_seed": s, "hang_seed": s}
@@ -105,6 +106,18 @@ def check_compatible(env, cfg: dict, checkpoint: str, task: str) -> None:
             raise UserError(f"{checkpoint}: observation {key!r} has shape {list(space[key].shape)} in task {task!r}, policy expects {want}")
 
 
+@dataclass
+class Worker:
+    """The parent's view of one worker process."""
+
+    process: Any
+    jobs: Any  # the parent's queue of (index, seed, video path) for this worker, or None to stop
+    results: Any  # the reading end of the worker's own result pipe
+    since: float  # when it started, then when its current episode started
+    ready: bool = False
+    job: tuple | None = None
+
+
 # ---------------------------------------------------------------------- worker process
 def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, jobs, results) -> None:
     import numpy as np
@@ -120,9 +133,9 @@ def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, jobs, result
         env = make(task, **env_kwargs)
         check_compatible(env, read_checkpoint_config(cfg.checkpoint), cfg.checkpoint, task)
     except UserError as exc:
-        results.put(("fatal", wid, str(exc)))
+        results.send(("fatal", wid, str(exc)))
         return
-    results.put(("ready", wid, None))
+    results.send(("ready", wid, None))
     while True:
         job = jobs.get()
         if job is None:
@@ -151,7 +164,7 @@ def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, jobs, result
                 out["video"] = video_path
         except Exception as exc:  # the policy or env failed on this episode: report it, keep going
             out = {"seed": int(seed), "success": False, "length": 0, "error": f"{type(exc).__name__}: {exc}"}
-        results.put(("done", wid, index, out))
+        results.send(("done", wid, index, out))
     env.close()
 
 
@@ -179,28 +192,54 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     pending = [(i, s, str(out / f"episode_{s}.mp4") if i < cfg.videos else None) for i, s in enumerate(seeds)]
     pending.reverse()  # pop() hands out the lowest seed first
     ctx = mp.get_context("spawn")
-    results = ctx.Queue()
     outcomes: dict[int, dict] = {}
-    workers: dict[int, tuple[Any, Any]] = {}  # id -> (process, its own job queue)
-    running: dict[int, tuple[int, float]] = {}  # id -> (episode index, start time)
+    # Each worker has its own job queue (only the parent writes it) and its own result pipe (only
+    # the worker writes it): a worker that dies mid-write can leave a shared queue's cross-process
+    # lock held forever, silencing every other worker; a pipe of its own dies with it.
+    workers: dict[int, Worker] = {}
     next_id = 0
+    failed_starts = 0
 
     def start_worker() -> None:
         nonlocal next_id
         jobs = ctx.Queue()
-        p = ctx.Process(target=_worker, args=(next_id, cfg, task, env_kwargs, jobs, results), daemon=True)
+        recv, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(next_id, cfg, task, env_kwargs, jobs, send), daemon=True)
         p.start()
-        workers[next_id] = (p, jobs)
+        send.close()  # the parent keeps only the reading end: EOF once the worker is gone
+        workers[next_id] = Worker(p, jobs, recv, time.monotonic())
         next_id += 1
 
-    def assign(wid: int) -> None:
+    def assign(w: Worker) -> None:
         """The parent decides who runs what, so it always knows which episode a dead worker held."""
+        w.ready = True
         if pending:
-            job = pending.pop()
-            workers[wid][1].put(job)
-            running[wid] = (job[0], time.monotonic())
+            w.job = pending.pop()
+            w.since = time.monotonic()
+            w.jobs.put(w.job)
         else:
-            workers[wid][1].put(None)
+            w.job = None
+            w.jobs.put(None)
+
+    def retire(wid: int, why: str) -> None:
+        """Stop a dead or silent worker; its episode (if any) is an error; start a replacement."""
+        nonlocal failed_starts
+        w = workers.pop(wid)
+        if w.process.is_alive():
+            w.process.kill()
+        w.process.join(timeout=5)
+        reason = f"worker {why} (exit code {w.process.exitcode})" if why == "crashed" else f"worker {why}"
+        if w.job is not None:
+            index = w.job[0]
+            outcomes[index] = {"seed": seeds[index], "success": False, "length": 0, "error": reason}
+            bar.update(1)
+            log.warning("episode seed %d: %s", seeds[index], reason)
+        elif not w.ready:
+            failed_starts += 1
+            if failed_starts >= 3:
+                raise RuntimeError(f"evaluation workers keep failing to start ({reason})")
+        if pending:
+            start_worker()
 
     from tqdm import tqdm
 
@@ -212,53 +251,41 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     t_ready = None  # when the first worker had loaded its policy and env
     try:
         while len(outcomes) < cfg.episodes:
-            try:
-                msg = results.get(timeout=0.5)
-            except queue.Empty:
-                msg = None
-            if msg is not None:
-                kind, wid = msg[0], msg[1]
+            by_conn = {w.results: wid for wid, w in workers.items()}
+            for conn in mp.connection.wait(list(by_conn), timeout=0.5):
+                wid = by_conn[conn]
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    continue  # the worker is gone: the health check below retires it
+                kind = msg[0]
                 if kind == "fatal":
                     raise UserError(msg[2])
                 if kind == "ready" and t_ready is None:
                     t_ready = time.perf_counter()
                 if kind == "done":
-                    running.pop(wid, None)
                     outcomes[msg[2]] = msg[3]
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(o['success'] for o in outcomes.values())}/{len(outcomes)}")
-                if wid in workers:  # "ready" or "done": the worker is idle, give it the next episode
-                    assign(wid)
-                continue
-            # nothing arrived: look for dead or hung workers
-            for wid, (p, _) in list(workers.items()):
-                job = running.get(wid)
-                hung = job is not None and time.monotonic() - job[1] > cfg.episode_timeout
-                if p.is_alive() and not hung:
-                    continue
-                if hung:
-                    p.kill()
-                p.join(timeout=5)
-                del workers[wid]
-                running.pop(wid, None)
-                if job is not None:
-                    index = job[0]
-                    reason = f"worker hung (> {cfg.episode_timeout:.0f} s)" if hung else f"worker crashed (exit code {p.exitcode})"
-                    outcomes[index] = {"seed": seeds[index], "success": False, "length": 0, "error": reason}
-                    bar.update(1)
-                    log.warning("episode seed %d: %s", seeds[index], reason)
-                if pending:
-                    start_worker()  # a replacement for the episodes still to run
+                assign(workers[wid])  # "ready" or "done": the worker is idle, give it the next episode
+            now = time.monotonic()
+            for wid, w in list(workers.items()):
+                if not w.process.is_alive():
+                    retire(wid, "crashed")
+                elif w.job is not None and now - w.since > cfg.episode_timeout:
+                    retire(wid, f"hung (> {cfg.episode_timeout:.0f} s)")
+                elif not w.ready and now - w.since > cfg.startup_timeout:
+                    retire(wid, f"did not start (> {cfg.startup_timeout:.0f} s)")
             if not workers and len(outcomes) < cfg.episodes:
                 raise RuntimeError("every evaluation worker exited before the episodes were done")
     finally:
         bar.close()
-        for p, jobs in workers.values():
-            jobs.put(None)
-        for p, _ in workers.values():
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+        for w in workers.values():
+            w.jobs.put(None)
+        for w in workers.values():
+            w.process.join(timeout=10)
+            if w.process.is_alive():
+                w.process.kill()
     wall = time.perf_counter() - t0
 
     ordered = [outcomes[i] for i in range(cfg.episodes)]
