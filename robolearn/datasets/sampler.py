@@ -2,7 +2,8 @@
 
 One window per time step t of the selected episodes:
 
-    obs      steps t-To+1 .. t        (before the episode start: the first frame repeated)
+    obs      steps t-To+1 .. t+Tf     (before the episode start: the first frame repeated;
+                                       Tf = obs_future, 0 for policies; past the end: the last)
     action   steps t .. t+Ta-1        (past the episode end: the last action repeated,
                                        flagged in `action_is_pad`)
 
@@ -42,9 +43,13 @@ class WindowDataset:
         mask_keys: Sequence[str] = (),
         weights: str | np.ndarray | Sequence[float] | None = None,
         meta_fields: Sequence[str] = (),
+        obs_future: int = 0,
     ):
-        if obs_horizon < 1 or action_horizon < 1:
-            raise UserError(f"obs_horizon and action_horizon must be >= 1, got {obs_horizon}, {action_horizon}")
+        """``obs_future`` > 0 appends that many future observation steps (pretraining objectives that
+        predict o_{t+1..t+Tf}); ``obs_is_pad`` then flags the steps repeated past the episode end."""
+        if obs_horizon < 1 or action_horizon < 1 or obs_future < 0:
+            raise UserError(f"obs_horizon and action_horizon must be >= 1 and obs_future >= 0, "
+                            f"got {obs_horizon}, {action_horizon}, {obs_future}")
         self._store = store if isinstance(store, EpisodeStore) else EpisodeStore.open(store)
         self._path = self._store.path
         self._pid = os.getpid()
@@ -52,6 +57,7 @@ class WindowDataset:
         self.action_key = action_key
         self.obs_horizon = obs_horizon
         self.action_horizon = action_horizon
+        self.obs_future = obs_future
         self.mask_keys = list(mask_keys)
         self.meta_fields = list(meta_fields)
 
@@ -113,7 +119,7 @@ class WindowDataset:
 
     def _window_indices(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         t, start, end, ep = (int(v) for v in self._index[i])
-        obs_idx = np.clip(np.arange(t - self.obs_horizon + 1, t + 1), start, end - 1)
+        obs_idx = np.clip(np.arange(t - self.obs_horizon + 1, t + self.obs_future + 1), start, end - 1)
         act_range = np.arange(t, t + self.action_horizon)
         return obs_idx, act_range, np.minimum(act_range, end - 1), ep, t - start
 
@@ -143,7 +149,7 @@ class WindowDataset:
                 return np.stack([frames[key][j] for j in obs_idx.tolist()])
             return self._rows(key, obs_idx)
 
-        return {
+        item = {
             "obs": {k: obs(k) for k in self.obs_keys},
             "action": self._rows(self.action_key, act_idx).astype(np.float32),
             "action_is_pad": act_range > act_idx,
@@ -153,3 +159,7 @@ class WindowDataset:
             "episode": np.int64(ep),
             "t": np.int64(t),
         }
+        if self.obs_future:  # True where a step past the episode end repeats the last frame
+            g = int(self._index[i, 0])  # global step of t
+            item["obs_is_pad"] = np.arange(g - self.obs_horizon + 1, g + self.obs_future + 1) > obs_idx
+        return item

@@ -103,3 +103,15 @@ def test_batched_fetch_equals_single_windows(store):
         assert np.array_equal(batched["obs"]["cam"], single["obs"]["cam"])
         assert np.array_equal(batched["obs"]["state"], single["obs"]["state"])
         assert np.array_equal(batched["action"], single["action"]) and batched["t"] == single["t"]
+
+
+def test_obs_future_appends_future_steps_and_flags_padding(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s.zarr")
+    store.append_episode({"state": np.arange(5, dtype=np.float32)[:, None], "action": np.zeros((5, 1), np.float32)})
+    ds = WindowDataset(store, obs_keys=["state"], obs_horizon=2, action_horizon=1, obs_future=3)
+    first, last = ds[0], ds[4]
+    assert first["obs"]["state"][:, 0].tolist() == [0, 0, 1, 2, 3]
+    assert first["obs_is_pad"].tolist() == [False] * 5
+    assert last["obs"]["state"][:, 0].tolist() == [3, 4, 4, 4, 4]
+    assert last["obs_is_pad"].tolist() == [False, False, True, True, True]
+    assert "obs_is_pad" not in WindowDataset(store, obs_keys=["state"], obs_horizon=2, action_horizon=1)[0]
