@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "robolearn.datasets.cli",  # data
     "robolearn.sim.cli",  # collect
     "robolearn.train.cli",  # train
+    "robolearn.pretrain.cli",  # pretrain
     "robolearn.eval.cli",  # eval, quickstart
     "robolearn.real_robot.cli",  # serve
 ]

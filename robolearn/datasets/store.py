@@ -372,6 +372,61 @@ class EpisodeStore:
         self._update_running_stats(data)
         return n
 
+    def write_labels(self, labels: Mapping[str, np.ndarray]) -> None:
+        """Write per-step label arrays (e.g. InfoCon's `concept`, `key_state`) as `data/<key>`.
+
+        Each array has `n_steps` rows and is stored as one chunk, so a reader never sees a
+        half-written label: rewriting a label of the same shape and dtype replaces its one chunk
+        file atomically (zarr's local store writes a temp file and renames it); a new label (or
+        one whose shape/dtype changes) is built whole under `.labels_tmp/` and moved into `data/`
+        by a directory rename (`fs.mv` for fsspec URLs, as atomic as the backend allows). Later
+        episodes appended to the store must then carry these keys too.
+        """
+        self._require_writable()
+        if not self.n_steps:
+            raise UserError(f"{self.path}: no committed steps to label")
+        local_tmp = None if _is_url(self.path) else Path(self.path) / ".labels_tmp"
+        if local_tmp is not None:
+            shutil.rmtree(local_tmp, ignore_errors=True)  # left over by an interrupted call
+        stats = dict(self._root.attrs.get("stats", {}) or {})
+        for key, value in labels.items():
+            value = np.ascontiguousarray(value)
+            if not key or "/" in key or key.startswith("."):
+                raise UserError(f"{self.path}: label name {key!r}: expected a plain name (no '/', no leading '.')")
+            if value.ndim == 0 or len(value) != self.n_steps:
+                raise UserError(f"{self.path}: label {key!r} needs {self.n_steps} rows (one per step), got shape {value.shape}")
+            arr = self._arrays.get(key)
+            if arr is not None and (arr.shape, arr.dtype, arr.chunks) == (value.shape, value.dtype, value.shape):
+                arr[:] = value  # one chunk file, replaced atomically
+            else:
+                tmp = self._root.create_array(f".labels_tmp/{key}", shape=value.shape, chunks=value.shape, dtype=value.dtype,
+                                              compressors=BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
+                                              fill_value=0, overwrite=True)
+                tmp[:] = value
+                self._move_into_data(key)
+            if self._has_stats(value):
+                stats[key] = self._finish(self._moments(value), self.n_steps)
+        if local_tmp is not None:
+            shutil.rmtree(local_tmp, ignore_errors=True)
+        self._root.attrs["stats"] = stats
+        self.refresh()
+
+    def _move_into_data(self, key: str) -> None:
+        """Rename `.labels_tmp/<key>` to `data/<key>`, replacing any existing array."""
+        if _is_url(self.path):
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.path)
+            if fs.exists(f"{root}/data/{key}"):
+                fs.rm(f"{root}/data/{key}", recursive=True)
+            fs.mv(f"{root}/.labels_tmp/{key}", f"{root}/data/{key}", recursive=True)
+            return
+        root = Path(self.path)
+        dst, old = root / "data" / key, root / ".labels_tmp" / f"{key}.old"
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(root / ".labels_tmp" / key, dst)
+
     def _trim_uncommitted(self) -> None:
         """Drop whatever an interrupted append left beyond the last committed episode."""
         n, steps = self.n_episodes, self.n_steps

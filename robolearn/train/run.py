@@ -46,11 +46,11 @@ def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None
             out = Path(run.out) if run.out else default_out(run)
             out = Path(broadcast_object(str(out), dist_info))
         run.out = str(out)
+        seed_everything(run.train.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+        policy = make_policy(run.policy, stats)  # before writing anything: a bad pretrained encoder is a UserError
         if dist_info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             save_run_config(run, out / "config.json")
-        seed_everything(run.train.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
-        policy = make_policy(run.policy, stats)
         n_params = sum(p.numel() for p in policy.parameters())
         log.info("%s policy: %.2fM parameters, %d windows, out %s", run.method, n_params / 1e6, len(dataset), out)
         evaluator = None

@@ -1,0 +1,322 @@
+"""Does in-domain pretraining help? Three measurements over the same stores (issue 7).
+
+    python benchmarks/pretrain.py stores                       # collect the image stores (once)
+    python benchmarks/pretrain.py encoders --source task       # pretrain each method's encoder
+    python benchmarks/pretrain.py probe                        # linear probe: features -> true state
+    python benchmarks/pretrain.py infocon [--task lift]        # InfoCon segments vs the experts' phases
+    python benchmarks/pretrain.py downstream --encoder dynamo --source task --demos 10
+    python benchmarks/pretrain.py table                        # re-render the markdown only
+
+Every step merges its rows into benchmarks/results/pretrain.json (keyed, so steps can be re-run or
+completed over several sessions) and re-renders benchmarks/results/pretrain.md. Each row records the
+exact command, the machine, the wall time and the CPU budget it ran under.
+
+Stores (84x84 agentview + eye-in-hand, scripted demos):
+  task       lift, 200 demos (shared with benchmarks/success.py's image rows): pretraining and
+             downstream training use episodes 0..49 (downstream 10-demo runs use 0..9); the probe
+             is fitted on episodes 0..49 and scored on held-out episodes 150..199.
+  multitask  pick_place_can + stack, 40 demos each, without lift (as in the inverse-dynamics paper:
+             pretrain on other tasks, then imitate a new one from few demos).
+
+CPU budget (2-core development machine): encoders are the width-16 ResNet-18 layout with spatial-
+softmax 64-d features (close to the inverse-dynamics paper's small conv encoder), pretrained for
+--steps (default 2000) at batch 32; downstream policies are the image diffusion recipe at CPU size
+(UNet [64,128,256]), encoder frozen when pretrained, trained end to end from scratch otherwise,
+--policy-steps (default 2000), evaluated on 50 episodes at fixed seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ["dynamo", "inverse_dynamics", "act_jepa"]
+CAMERAS = ["agentview_image", "robot0_eye_in_hand_image"]
+PRETRAIN_EPISODES = list(range(50))
+PROBE_EPISODES = list(range(150, 200))
+MULTITASK = {"pick_place_can": 40, "stack": 40}
+POLICY_PROFILE = ["policy.down_dims=[64,128,256]", "policy.encoder.image_width=16", "train.batch_size=32",
+                  "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.999", "data.in_ram=true",
+                  "data.num_workers=0"]
+
+
+def machine() -> str:
+    return f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.node() or 'unknown host'})"
+
+
+def command() -> str:
+    return "python benchmarks/pretrain.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def stamp(row: dict, t0: float) -> dict:
+    row.update(command=command(), machine=machine(), wall_s=round(time.perf_counter() - t0, 1),
+               load_avg=os.getloadavg()[0], date=time.strftime("%Y-%m-%d"))
+    return row
+
+
+# --- stores ------------------------------------------------------------------------------------------
+def task_store(scratch: Path) -> Path:
+    return scratch / "datasets" / "stores" / "lift_ph_image.zarr"
+
+
+def multitask_store(scratch: Path) -> Path:
+    return scratch / "datasets" / "stores" / "multitask_no_lift_image.zarr"
+
+
+def make_stores(args) -> None:
+    from robolearn.datasets.store import AtomicStoreWriter, EpisodeStore
+    from robolearn.sim.collect import CollectConfig, collect
+
+    if args.store in ("task", "both"):  # benchmarks/success.py --task lift --obs image makes the same store
+        collect(CollectConfig(task="lift", episodes=200, out=str(task_store(args.scratch)), workers=args.workers))
+    dst = multitask_store(args.scratch)
+    if args.store == "task" or dst.exists():
+        return
+    parts = []
+    for task, n in MULTITASK.items():
+        part = args.scratch / "datasets" / "stores" / f"{task}_ph_image_{n}.zarr"
+        collect(CollectConfig(task=task, episodes=n, out=str(part), workers=args.workers))
+        parts.append(EpisodeStore.open(part))
+    keys = [*CAMERAS, "proprio", "action"]  # the tasks' object states differ in size; the encoders see images
+    with AtomicStoreWriter(dst, attrs={"task": "multitask", "tasks": list(MULTITASK)}) as out:
+        for src in parts:
+            for i in range(src.n_episodes):
+                out.append_episode(src.get_episode(i, keys=keys), src.episode_meta(i))
+
+
+# --- encoders ---------------------------------------------------------------------------------------
+def encoder_dir(scratch: Path, method: str, source: str) -> Path:
+    return scratch / "runs" / "pretrain_bench" / f"lift_{method}_{source}" / "encoder"
+
+
+def pretrain_encoder(method: str, source: str, args) -> dict:
+    from robolearn.pretrain.run import load_pretrain_recipe, pretrain
+
+    t0 = time.perf_counter()
+    store = task_store(args.scratch) if source == "task" else multitask_store(args.scratch)
+    out = encoder_dir(args.scratch, method, source).parent
+    overrides = [f"dataset={store}", f"out={out}", f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}",
+                 "train.batch_size=32", "data.in_ram=true", "data.num_workers=0", f"pretrain.obs_keys={json.dumps(CAMERAS)}"]
+    if source == "task":
+        overrides.append(f"data.episodes={json.dumps(PRETRAIN_EPISODES)}")
+    res = pretrain(load_pretrain_recipe(ROOT / "policies" / f"lift_{method}_pretrain.toml", overrides))
+    return stamp({"method": method, "source": source, "steps": res.step, "final_loss": float(np.mean(res.losses[-50:])),
+                  "encoder": res.outputs["encoder"], "overrides": overrides}, t0)
+
+
+# --- probe -------------------------------------------------------------------------------------------
+def frame_features(encoder, store, episodes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frozen, eval-mode features of every frame of ``episodes`` (cameras concatenated) and the true
+    eef position (proprio[:3]) and object position (object[:3]) at those frames."""
+    import torch
+
+    feats, eef, obj = [], [], []
+    with torch.no_grad():
+        for e in episodes:
+            ep = store.get_episode(e, keys=[*CAMERAS, "proprio", "object"])
+            per_cam = [torch.cat([encoder(torch.from_numpy(ep[k][i:i + 128])) for i in range(0, len(ep[k]), 128)])
+                       for k in CAMERAS]
+            feats.append(torch.cat(per_cam, dim=-1).numpy())
+            eef.append(ep["proprio"][:, :3])
+            obj.append(ep["object"][:, :3])
+    return np.concatenate(feats), np.concatenate(eef), np.concatenate(obj)
+
+
+def ridge_r2(x_fit, y_fit, x_test, y_test, lam: float = 1e-2) -> float:
+    """Closed-form ridge on standardised features; R^2 on the held-out set, averaged over outputs."""
+    mu, sd = x_fit.mean(0), x_fit.std(0) + 1e-6
+    a, b = (x_fit - mu) / sd, (x_test - mu) / sd
+    a, b = np.c_[a, np.ones(len(a))], np.c_[b, np.ones(len(b))]
+    w = np.linalg.solve(a.T @ a + lam * len(a) * np.eye(a.shape[1]), a.T @ y_fit)
+    resid = ((b @ w - y_test) ** 2).sum(0)
+    total = ((y_test - y_test.mean(0)) ** 2).sum(0)
+    return float(np.mean(1.0 - resid / total))
+
+
+def load_image_encoder(path: Path | None, shape: list[int]):
+    """The exported encoder at ``path``, or a randomly initialised one of the same architecture."""
+    import torch
+    from safetensors.torch import load_file
+
+    from robolearn.nn.vision import ResNetImageEncoder
+
+    torch.manual_seed(0)
+    info = json.loads((path / "encoder.json").read_text()) if path else {}
+    enc = ResNetImageEncoder(shape[-1], info.get("image_width", 16), info.get("image_feature_dim", 64),
+                             info.get("image_pooling", "spatial_softmax"), info.get("num_keypoints", 32),
+                             info.get("crop_size", 76))
+    if path:
+        enc.load_state_dict(load_file(str(path / "encoder.safetensors")))
+    return enc.eval()
+
+
+def probe(args) -> list[dict]:
+    from robolearn.datasets.store import EpisodeStore
+
+    store = EpisodeStore.open(task_store(args.scratch))
+    shape = [int(s) for s in store.array(CAMERAS[0]).shape[1:]]
+    rows = []
+    for name in ["random", *[f"{m}:{s}" for s in args.sources for m in METHODS]]:
+        t0 = time.perf_counter()
+        path = None if name == "random" else encoder_dir(args.scratch, *name.split(":"))
+        if path is not None and not path.exists():
+            print(f"skip {name}: no encoder at {path} (run the encoders step)")
+            continue
+        enc = load_image_encoder(path, shape)
+        fit = frame_features(enc, store, PRETRAIN_EPISODES)
+        test = frame_features(enc, store, PROBE_EPISODES)
+        row = {"encoder": name, "eef_pos_r2": ridge_r2(fit[0], fit[1], test[0], test[1]),
+               "object_pos_r2": ridge_r2(fit[0], fit[2], test[0], test[2]),
+               "fit_frames": len(fit[0]), "test_frames": len(test[0])}
+        rows.append(stamp(row, t0))
+        print(json.dumps({k: row[k] for k in ("encoder", "eef_pos_r2", "object_pos_r2")}))
+    return rows
+
+
+# --- InfoCon -----------------------------------------------------------------------------------------
+def infocon(args) -> dict:
+    from robolearn.datasets.store import EpisodeStore, copy_episodes
+    from robolearn.pretrain.infocon import fixed_length_segments, segmentation_scores
+    from robolearn.pretrain.run import load_pretrain_recipe, pretrain
+
+    t0 = time.perf_counter()
+    src = EpisodeStore.open(args.scratch / "datasets" / "stores" / f"{args.task}_ph_state.zarr")
+    labelled = args.scratch / "runs" / "pretrain_bench" / f"{args.task}_infocon_labelled.zarr"
+    if labelled.exists():
+        import shutil
+
+        shutil.rmtree(labelled)
+    copy_episodes(src, labelled)  # InfoCon writes its labels into the store it trained on: use a copy
+    out = args.scratch / "runs" / "pretrain_bench" / f"{args.task}_infocon"
+    overrides = [f"dataset={labelled}", f"out={out}", f"task={args.task}", f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}"]
+    pretrain(load_pretrain_recipe(ROOT / "policies" / "lift_infocon_pretrain.toml", overrides))
+    store = EpisodeStore.open(labelled)
+    phase, concept, lengths = store.get("phase"), store.get("concept"), store.episode_lengths
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    true_k = int(np.median([len(np.unique(phase[a:a + t])) for a, t in zip(starts, lengths)]))
+    baseline = fixed_length_segments(lengths, true_k)  # given the true number of phases per demo
+    row = {"task": args.task, "episodes": store.n_episodes, "true_phases_per_demo": true_k,
+           "concepts_used": int(len(np.unique(concept))),
+           "infocon": segmentation_scores(concept, phase, lengths),
+           "fixed_length": segmentation_scores(baseline, phase, lengths), "steps": args.steps, "overrides": overrides}
+    return stamp(row, t0)
+
+
+# --- downstream ---------------------------------------------------------------------------------------
+def downstream(args) -> dict:
+    from robolearn.eval.runner import EvalConfig, evaluate
+    from robolearn.train.config import load_recipe
+    from robolearn.train.run import train
+
+    t0 = time.perf_counter()
+    name = f"lift_{args.encoder}_{args.source}_{args.demos}demos"
+    out = args.scratch / "runs" / "pretrain_bench" / "downstream" / name
+    overrides = [f"dataset={task_store(args.scratch)}", f"out={out}", f"train.steps={args.policy_steps}",
+                 f"train.checkpoint_every={args.policy_steps}", f"data.episodes={json.dumps(list(range(args.demos)))}",
+                 *POLICY_PROFILE]
+    if args.encoder != "scratch":
+        overrides += [f"policy.encoder.pretrained={encoder_dir(args.scratch, args.encoder, args.source)}",
+                      "policy.encoder.freeze_pretrained=true"]
+    train(load_recipe(ROOT / "policies" / "lift_diffusion_image.toml", overrides))
+    report = evaluate(EvalConfig(checkpoint=str(out / "checkpoints" / "last"), episodes=args.episodes,
+                                 workers=args.workers, out=str(out / "eval")), progress=False)
+    row = {"task": "lift", "encoder": args.encoder, "source": args.source if args.encoder != "scratch" else "-",
+           "demos": args.demos, "policy_steps": args.policy_steps, "episodes": args.episodes,
+           "success_rate": report["success_rate"], "wilson95": report["wilson95"], "overrides": overrides}
+    return stamp(row, t0)
+
+
+# --- results -----------------------------------------------------------------------------------------
+def merge(section: str, rows: list[dict], key: tuple[str, ...], results: Path) -> dict:
+    path = results / "pretrain.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    old = data.get(section, [])
+    new_keys = {tuple(r[k] for k in key) for r in rows}
+    data[section] = [r for r in old if tuple(r[k] for k in key) not in new_keys] + rows
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return data
+
+
+def render(data: dict, results: Path) -> str:
+    out = ["## Linear probe (frozen features -> true state, R^2 on held-out episodes 150-199 of lift)", "",
+           "| encoder | eef position R^2 | cube position R^2 | wall s |", "| --- | --- | --- | --- |"]
+    out += [f"| {r['encoder']} | {r['eef_pos_r2']:.3f} | {r['object_pos_r2']:.3f} | {r['wall_s']} |" for r in data.get("probe", [])]
+    out += ["", "## Encoder pretraining runs", "", "| method | source | steps | final loss | wall s | machine |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    out += [f"| {r['method']} | {r['source']} | {r['steps']} | {r['final_loss']:.4f} | {r['wall_s']} | {r['machine']} |"
+            for r in data.get("encoders", [])]
+    out += ["", "## Downstream: image diffusion policy on lift, 50 eval episodes", "",
+            "| encoder | pretrained on | demos | policy steps | success (95% CI) | wall s |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(data.get("downstream", []), key=lambda r: (r["demos"], r["encoder"], r["source"])):
+        lo, hi = r["wilson95"]
+        out.append(f"| {r['encoder']} | {r['source']} | {r['demos']} | {r['policy_steps']} | "
+                   f"{r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {r['wall_s']} |")
+    out += ["", "## InfoCon segments vs the scripted experts' phase labels", "",
+            "ARI: adjusted Rand index per demo (mean), and pooled over all steps (concept ids must then also agree",
+            "across demos); key-state error: steps from each true phase end to the nearest segment end. The",
+            "fixed-length baseline cuts each demo into as many equal segments as it has true phases (median).", "",
+            "| task | demos | true phases / demo | concepts used | ARI InfoCon | ARI fixed-length | pooled ARI InfoCon | pooled ARI fixed | key-state error InfoCon | key-state error fixed |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in data.get("infocon", []):
+        a, b = r["infocon"], r["fixed_length"]
+        out.append(f"| {r['task']} | {r['episodes']} | {r['true_phases_per_demo']} | {r['concepts_used']} | {a['ari']:.3f} | "
+                   f"{b['ari']:.3f} | {a['ari_pooled']:.3f} | {b['ari_pooled']:.3f} | {a['key_state_error_steps']:.1f} | "
+                   f"{b['key_state_error_steps']:.1f} |")
+    text = "\n".join(out) + "\n"
+    (results / "pretrain.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=["stores", "encoders", "probe", "infocon", "downstream", "table"])
+    p.add_argument("--store", choices=["task", "multitask", "both"], default="both", help="stores step: which to make")
+    p.add_argument("--methods", default=",".join(METHODS), help="encoders step: comma-separated methods")
+    p.add_argument("--source", choices=["task", "multitask"], default="task")
+    p.add_argument("--sources", default="task,multitask", help="probe step: which pretraining sources to probe")
+    p.add_argument("--steps", type=int, default=2000, help="pretraining steps")
+    p.add_argument("--task", default="lift", help="infocon step: the state store's task")
+    p.add_argument("--encoder", default="scratch", help="downstream step: scratch or a method name")
+    p.add_argument("--demos", type=int, default=50)
+    p.add_argument("--policy-steps", type=int, default=2000)
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--scratch", type=Path, default=ROOT, help="root for datasets/stores and runs/ (default the repo)")
+    args = p.parse_args(argv)
+    args.sources = [s for s in args.sources.split(",") if s]
+    import torch
+
+    torch.set_num_threads(1)
+    data: dict = {}
+    if args.step == "stores":
+        make_stores(args)
+    elif args.step == "encoders":
+        for m in args.methods.split(","):
+            data = merge("encoders", [pretrain_encoder(m, args.source, args)], ("method", "source"), args.results)
+    elif args.step == "probe":
+        data = merge("probe", probe(args), ("encoder",), args.results)
+    elif args.step == "infocon":
+        data = merge("infocon", [infocon(args)], ("task",), args.results)
+    elif args.step == "downstream":
+        data = merge("downstream", [downstream(args)], ("encoder", "source", "demos"), args.results)
+    path = args.results / "pretrain.json"
+    data = json.loads(path.read_text()) if path.exists() else data
+    print(render(data, args.results))
+
+
+if __name__ == "__main__":
+    main()
