@@ -1,4 +1,4 @@
-"""Benchmark the control daemon on the sim arm: loop timing, inference, latency, chunk-boundary jumps.
+"""Benchmark the control daemon on the sim arm: loop timing, inference, latency, chunk-boundary jumps, lift success.
 
 For each scheduling mode (receding, ensemble, rtc) the daemon runs `--cycles` control ticks at
 `--hz` with the MuJoCo sim arm in its own process and a diffusion policy (`--checkpoint`, or a
@@ -13,7 +13,12 @@ JSON on stdout (and `--out`):
   inference latency p50/p99 (ms), observation->command latency p50/p99 (ms), boundary jumps,
   sim real-time factor; plus the synchronous baseline.
 
-  python benchmarks/daemon.py --cycles 10000            # ~100 s per mode at 100 Hz
+Lift success (`--part lift`, `lift_success` below; JSON to `--lift-out`): one state-BC recipe trained on
+daemon-recorded demos and on robosuite demos; each checkpoint run through `robolearn eval` (robosuite
+OSC), through the real-time daemon on the sim arm, and through the same daemon on a simulated clock.
+
+  python benchmarks/daemon.py --cycles 10000            # lift success, then ~100 s per mode at 100 Hz
+  python benchmarks/daemon.py --part lift               # lift success only (~6 min on 2 loaded CPU cores)
   python benchmarks/daemon.py --cycles 1000 --device cuda --checkpoint DIR
 """
 
@@ -192,6 +197,115 @@ def run_sync_baseline(cfg, policy, cycles: int, device: str) -> dict:
     return out
 
 
+# ---- lift success: the same checkpoints through the daemon and through `robolearn eval` --------------------
+
+LIFT_RECIPE = ROOT / "policies" / "lift_bc.toml"  # shrunk (below): a small state BC trains in about a minute on CPU
+LIFT_OVERRIDES = ["policy.hidden=[256, 256]", "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.999",
+                  "train.batch_size=64", "train.progress=false", "train.tensorboard=false", "data.in_ram=true"]
+
+
+def load_avg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]] if Path("/proc/loadavg").exists() else []
+
+
+def train_bc(store: Path, out: Path, steps: int, threads: int) -> Path:
+    from robolearn.train.config import load_recipe
+    from robolearn.train.run import train
+
+    run = load_recipe(LIFT_RECIPE, [f"dataset={store}", f"out={out}", f"train.steps={steps}", f"train.checkpoint_every={steps}",
+                                    f"train.num_threads={threads}", *LIFT_OVERRIDES])
+    train(run)
+    return out / "checkpoints" / "last"
+
+
+def daemon_lift(cfg, policy, seeds, realtime: bool) -> dict:
+    from robolearn.real_robot.lift import run_lift_episode, summarize
+
+    t0, load0 = time.perf_counter(), load_avg()
+    out = summarize([run_lift_episode(cfg, policy, s, realtime=realtime) for s in seeds])
+    return {**out, "wall_s": round(time.perf_counter() - t0, 1), "loadavg_before": load0, "loadavg_after": load_avg()}
+
+
+def robolearn_eval(checkpoint: Path, episodes: int, out: Path) -> dict:
+    from robolearn.eval.runner import EvalConfig, evaluate
+
+    t0, load0 = time.perf_counter(), load_avg()
+    r = evaluate(EvalConfig(checkpoint=str(checkpoint), episodes=episodes, workers=2, out=str(out)), progress=False)
+    keep = ("episodes", "successes", "errors", "success_rate", "wilson95", "mean_length", "seed_start")
+    return {**{k: r[k] for k in keep}, "wall_s": round(time.perf_counter() - t0, 1), "loadavg_before": load0,
+            "loadavg_after": load_avg()}
+
+
+def lift_success(args, tmp: Path) -> dict:
+    """Train the same state BC recipe on two demo sources and run each checkpoint three ways:
+
+    - `robolearn_eval`: robosuite Lift (OSC_POSE controller), the sim eval (`robolearn eval`);
+    - `daemon_realtime`: the daemon on the real-time sim arm (SimDriver process, wall-clock loop,
+      asynchronous inference, differential IK + joint impedance, safety filter), as `robolearn serve`;
+    - `daemon_stepped`: the same daemon code and sim arm on a simulated clock (inference takes no time):
+      what the policy does on this arm without real-time effects.
+
+    Demo sources: `daemon` = the Markov scripted controller recorded through the daemon (stepped) with
+    `EpisodeRecorder`; `robosuite` = `robolearn collect` (robosuite's scripted expert through OSC).
+    Success is robosuite's rule everywhere (cube centre > table + 4 cm within 10 s = 200 steps at 20 Hz).
+    """
+    import torch
+
+    from robolearn.policies import load_policy
+    from robolearn.real_robot.lift import SCENE, record_lift_demos, summarize
+    from robolearn.real_robot.testing import MarkovLiftPolicy
+    from robolearn.sim.collect import CollectConfig, collect
+
+    cfg = load_robot_config(args.robot, {"control_socket": "", "event_log": "", "control_hz": args.hz})
+    n_eval, n_rt = args.lift_episodes, args.lift_realtime_episodes
+    seeds = range(100_000, 100_000 + max(n_eval, n_rt))
+    res = {"robot": cfg.name, "control_hz": cfg.control_hz, "scheduling": cfg.scheduling.mode, "scene": SCENE,
+           "success_rule": "cube centre > table top + 0.04 m (robosuite Lift) within 10 s", "cpu_count": os.cpu_count(),
+           "torch_threads": args.threads, "demos": args.lift_demos, "train_steps": args.lift_steps,
+           "recipe": f"{LIFT_RECIPE.relative_to(ROOT)} + {LIFT_OVERRIDES}", "timings_s": {}}
+
+    def timed(name, fn, *a, **kw):
+        t0 = time.perf_counter()
+        out = fn(*a, **kw)
+        res["timings_s"][name] = round(time.perf_counter() - t0, 1)
+        print(f"[daemon lift] {name}: {res['timings_s'][name]} s, load {load_avg()}", file=sys.stderr)
+        return out
+
+    demo = timed("record_daemon_demos", record_lift_demos, cfg, MarkovLiftPolicy(), tmp / "daemon_demos.zarr",
+                 seeds=range(args.lift_demos), realtime=False)
+    res["demonstrator"] = {"policy": "testing.MarkovLiftPolicy (privileged, Markov)",
+                           "daemon_stepped": summarize(demo),
+                           "daemon_realtime": timed("demonstrator_realtime", daemon_lift, cfg, MarkovLiftPolicy(),
+                                                    seeds[:n_rt], True)}
+    timed("collect_robosuite_demos", collect, CollectConfig(task="lift", episodes=args.lift_demos, workers=2,
+                                                             out=str(tmp / "robosuite_demos.zarr"), cameras=[], progress=False))
+    checkpoints = {"daemon_demos": timed("train_daemon_bc", train_bc, tmp / "daemon_demos.zarr", tmp / "bc_daemon",
+                                         args.lift_steps, args.threads)}
+    if args.robosuite_checkpoint:
+        checkpoints["robosuite_demos"] = Path(args.robosuite_checkpoint)
+    else:
+        checkpoints["robosuite_demos"] = timed("train_robosuite_bc", train_bc, tmp / "robosuite_demos.zarr",
+                                               tmp / "bc_robosuite", args.lift_steps, args.threads)
+    torch.set_num_threads(args.threads)
+    for name, ck in checkpoints.items():
+        policy = load_policy(ck).eval()
+        res[f"trained_on_{name}"] = {
+            "checkpoint": str(ck), "method": policy.config.method,
+            "robolearn_eval": timed(f"{name}:robolearn_eval", robolearn_eval, ck, n_eval, tmp / f"eval_{name}"),
+            "daemon_realtime": timed(f"{name}:daemon_realtime", daemon_lift, cfg, policy, seeds[:n_rt], True),
+            "daemon_stepped": timed(f"{name}:daemon_stepped", daemon_lift, cfg, policy, seeds[:n_eval], False),
+        }
+    return res
+
+
+def write_json(result: dict, path: str) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--robot", default=str(ROOT / "real_robot" / "sim_panda.toml"))
@@ -205,11 +319,28 @@ def main() -> None:
     ap.add_argument("--size", choices=sorted(SIZES), default="small", help="untrained diffusion head size (no --checkpoint)")
     ap.add_argument("--inference", choices=["thread", "process"], default="process")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "daemon.json"))
+    ap.add_argument("--part", choices=["all", "timing", "lift"], default="all",
+                    help="timing: loop/latency/boundary figures; lift: success through the daemon vs robolearn eval")
+    ap.add_argument("--lift-demos", type=int, default=50, help="demos per source (daemon-recorded, robosuite)")
+    ap.add_argument("--lift-steps", type=int, default=5000, help="BC training steps per checkpoint")
+    ap.add_argument("--lift-episodes", type=int, default=20, help="robolearn eval / stepped daemon episodes per checkpoint")
+    ap.add_argument("--lift-realtime-episodes", type=int, default=10, help="real-time daemon episodes per policy")
+    ap.add_argument("--robosuite-checkpoint", help="a robosuite-trained lift checkpoint (state obs) instead of training a BC")
+    ap.add_argument("--lift-out", default=str(ROOT / "benchmarks" / "results" / "daemon_lift_success.json"))
     args = ap.parse_args()
+
+    import tempfile
 
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.part in ("all", "lift"):
+        lift = lift_success(args, Path(tempfile.mkdtemp(prefix="robolearn_lift_")))
+        print(json.dumps(lift, indent=2))
+        if args.lift_out:
+            write_json(lift, args.lift_out)
+        if args.part == "lift":
+            return
     base = {"control_hz": args.hz, "control_socket": "", "event_log": "", "driver_options.obs_latency_s": 0.01,
             "driver_options.act_latency_s": 0.005}
     result = {"hz": args.hz, "cycles": args.cycles, "device": args.device, "cpu_count": os.cpu_count(),
@@ -218,8 +349,6 @@ def main() -> None:
               "modes": {}, "toy_policy_boundary_jumps": {}}
     if args.device.startswith("cuda"):
         result["gpu"] = torch.cuda.get_device_name(0)
-    import tempfile
-
     tmp = Path(tempfile.mkdtemp(prefix="robolearn_bench_"))
     ck = diffusion_checkpoint(args.checkpoint, args.size, tmp)
     for mode in args.modes.split(","):
@@ -241,14 +370,9 @@ def main() -> None:
         print(f"[daemon] synchronous baseline: {args.baseline_cycles} cycles ...", file=sys.stderr)
         policy, _ = load(ck, "thread", args.device, args.threads, 1.0)
         result["baseline_synchronous_inference"] = run_sync_baseline(cfg, policy, args.baseline_cycles, args.device)
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@
 - `watchdog.py`   stale observation / inference deadline / driver silent / worker dead / e-stop -> hold or stop
 - `daemon.py`     the fixed-rate loop on absolute `time.monotonic` deadlines; `tick(now)` is one cycle
 - `worker.py`     asynchronous inference; the real-time-chunking hook (`prefix`, `prefix_len`)
-- `driver.py`     the Driver protocol and registry; `drivers/sim.py` (MuJoCo arm process), `drivers/fake.py`
+- `driver.py`     the Driver protocol and registry; `drivers/sim.py` (MuJoCo arm process), `drivers/fake.py`,
+                  `drivers/stepped.py` (the sim arm in lockstep with a simulated clock, for fast synchronous runs)
+- `record.py`     record what the daemon commands as store episodes (demos on the arm that will run the policy)
+- `lift.py`       lift episodes through the daemon (real time or stepped): success, limit checks, demo recording
+- `testing.py`    stand-in policies: toy reach, joint targets, scripted lift (Markov: imitable by a trained policy)
 - `remote.py`     ZeroMQ policy server/client (JSON header + raw array bytes, token off loopback)
 - `control.py`    e-stop / re-arm socket and signals; `events.py` JSON-lines event log
 """

@@ -7,7 +7,9 @@ boundaries jump). It implements the real-time-chunking hook the way a
 diffusion head should: the committed prefix is reproduced exactly and the
 fresh sample is blended in after it. `faults` switches on the failure modes
 the fault-injection tests need. `JointTargetPolicy` emits absolute joint
-targets (optionally absurd ones) for the joint action space.
+targets (optionally absurd ones) for the joint action space. `ScriptedLiftPolicy`
+(phase state: checks the command path can lift) and `MarkovLiftPolicy` (a function of the
+observation only: the demonstrator a trained policy can imitate) lift the sim arm's cube.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from robolearn.real_robot.adapter import rotation_error
+
+
+def quat_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
+    x, y, z, w = np.asarray(q, dtype=np.float64) / max(float(np.linalg.norm(q)), 1e-12)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 @dataclass
@@ -148,3 +159,84 @@ class ScriptedLiftPolicy:
             acts[i, 6] = grip
             p = p + self.pos_scale * acts[i, :3] * 0.6
         return torch.from_numpy(acts.astype(np.float32))[None]
+
+
+class MarkovLiftPolicy:
+    """Privileged scripted lift whose action is a function of the current observation only (no phase
+    counter, no memory), so a Markov policy - a trained one - can imitate it exactly:
+
+        fingers around the cube and closed on it   -> lift (gripper closed), towards `lift_z`
+        fingers shut on nothing near the cube      -> open the gripper, back up above the cube
+        grip point at the cube                     -> close the gripper, stay
+        otherwise                                  -> open, go above the cube and descend onto it
+                                                      (descent height shrinks with the xy error)
+
+    `state` = proprio (eef pos 3, quat 4, finger qpos 2) + object (cube pos 3, quat 4, cube - eef 3).
+    Actions are eef_delta: a position step towards the target (speed-capped, direction kept, slower
+    the nearer the table), a rotation towards the home orientation turned by the cube's yaw (the
+    fingers meet two faces), gripper -1 open / +1 closed. The gains are low on purpose: an eef_delta
+    goal is set relative to the daemon's *commanded* pose, which runs ahead of the arm (joint
+    impedance lag, acceleration limits), so high gains overshoot. The chunk repeats the action: with
+    the default horizon 2 / 1 action executed, the daemon asks again every action slot (20 Hz).
+    Over 20 seeds of the stepped sim arm (cube yaw within +-45 deg) it lifts 20/20 at 50 and 100 Hz.
+    """
+
+    OPEN_W, CUBE_W, SHUT_W = 0.078, 0.042, 0.012  # finger separation open / around the cube / on nothing (m)
+    HOME_QUAT = (0.70550284, 0.70584918, 0.04494829, 0.04497035)  # xyzw, the sim Panda's grip site at home
+
+    def __init__(self, lift_z: float = 1.0, pos_scale: float = 0.05, gain: float = 0.1, max_step: float = 0.15,
+                 horizon: int = 2, n_action_steps: int = 1, grasp_dz: float = 0.005, descent_gain: float = 1.2,
+                 rot_gain: float = 0.1, rot_scale: float = 0.5, max_rot: float = 0.2):
+        self.config = ToyConfig(obs_keys=["state"], horizon=horizon, n_action_steps=n_action_steps, obs_horizon=1)
+        self.lift_z, self.pos_scale, self.gain, self.max_step = lift_z, pos_scale, gain, max_step
+        self.grasp_dz = grasp_dz  # grip point this far above the cube centre (the fingertips clear the table)
+        self.descent_gain = descent_gain  # downward speed limit (m/s) per metre above the grip point
+        self.rot_gain, self.rot_scale, self.max_rot = rot_gain, rot_scale, max_rot
+        self.R_home = quat_xyzw_to_matrix(np.array(self.HOME_QUAT))
+
+    def reset(self) -> None:
+        pass
+
+    def reference_orientation(self, cube_quat: np.ndarray) -> np.ndarray:
+        """The gripper's home orientation turned about z by the cube's yaw (taken into +-45 deg, a
+        square's faces repeat every 90 deg), so the fingers close on two faces."""
+        R = quat_xyzw_to_matrix(cube_quat)
+        yaw = float(np.arctan2(R[1, 0], R[0, 0]))
+        yaw = (yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
+        c, s = np.cos(yaw), np.sin(yaw)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ self.R_home
+
+    def act(self, s: np.ndarray) -> np.ndarray:
+        """(7,) action for one state vector (19,)."""
+        eef, fingers, cube, cube_quat = s[:3], s[7:9], s[9:12], s[12:16]
+        width = float(fingers[0] - fingers[1])
+        grasp = cube + [0.0, 0.0, self.grasp_dz]
+        d = grasp - eef
+        dxy, dz = float(np.linalg.norm(d[:2])), float(d[2])
+        around = dxy < 0.015 and abs(dz) < 0.015  # the cube is between the fingers
+        if around and self.SHUT_W < width < self.CUBE_W + 0.006:
+            target, grip = np.array([cube[0], cube[1], self.lift_z]), 1.0
+        elif width <= self.SHUT_W and dxy < 0.02 and dz > -0.03:
+            target, grip = grasp + [0.0, 0.0, 0.04], -1.0
+        elif dxy < 0.008 and abs(dz) < 0.008:
+            target, grip = grasp, 1.0
+        else:
+            above = float(np.clip((dxy - 0.004) / 0.02, 0.0, 1.0)) * 0.06
+            target, grip = grasp + [0.0, 0.0, above], -1.0
+        step = self.gain * (target - eef) / self.pos_scale
+        rot = self.rot_gain * rotation_error(self.reference_orientation(cube_quat), quat_xyzw_to_matrix(s[3:7]))
+        rot = np.clip(rot / self.rot_scale, -self.max_rot, self.max_rot)
+        n = float(np.linalg.norm(step))
+        if n > self.max_step:
+            step *= self.max_step / n
+        # descend more slowly the nearer the grip point (the arm's command is acceleration-limited and
+        # runs ahead of the arm: a fast descent overshoots into the table)
+        step[2] = max(step[2], -(0.02 + self.descent_gain * max(eef[2] - grasp[2], 0.0)))
+        return np.concatenate([step, rot, [grip]])
+
+    def predict_action_chunk(self, obs, goal=None):
+        import torch
+
+        s = obs["state"][0, -1].double().numpy().copy()  # (19,)
+        acts = np.repeat(self.act(s)[None], self.config.horizon, axis=0)  # (H, 7): re-planned every slot
+        return torch.from_numpy(acts.astype(np.float32))[None]  # (1, H, 7)

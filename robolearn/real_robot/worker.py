@@ -144,13 +144,21 @@ class PolicyWorker:
             except queue.Empty:
                 return out
 
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Block until the running inference (if any) has finished; for synchronous (stepped) use only."""
+        t_end = time.monotonic() + timeout
+        while self.busy and self.alive and time.monotonic() < t_end:
+            time.sleep(0.0001)
+        return not self.busy
+
     def close(self, timeout: float = 2.0) -> None:
         self._stop = True
         try:
             self._req.put_nowait(None)
         except queue.Full:
             pass
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # never started when start-up failed before the loop
+            self._thread.join(timeout)
 
     def _loop(self) -> None:
         import torch
@@ -170,8 +178,8 @@ class PolicyWorker:
             except Exception as exc:  # a failing policy must never take the loop down
                 log.warning("policy inference failed: %s", exc)
                 res = Result(req.seq, req.t_obs, req.k0, t0, self.clock(), None, error=f"{type(exc).__name__}: {exc}")
-            self.busy = False
             self._res.put(res)
+            self.busy = False  # after the put: once idle, the result is there to poll
 
     def warmup(self, req: Request) -> float:
         """One synchronous inference before the loop starts (first-call costs: allocation, CUDA

@@ -2,7 +2,8 @@
 
 robosuite's own OSC stepping costs ~22 ms of Python per control step on the
 development machine, too slow for a 100 Hz arm. This driver steps the same
-robot model (plus robosuite Lift's table and cube with `scene = "lift"`) with
+robot model (plus robosuite Lift's table and cube with `scene = "lift"`; the cube
+placed by `seed` within `cube_xy_range`, turned about z within `cube_yaw_range`) with
 raw `mujoco.mj_step` and a joint impedance controller with gravity
 compensation, `tau = kp (q_target - q) - kd dq + bias(q, dq)`, like a real
 arm's joint impedance mode. The process runs frames of `1 / publish_hz`
@@ -33,7 +34,7 @@ CMD, HOLD, STOP, ENABLE, CLOSE = 0.0, 1.0, 2.0, 3.0, 4.0
 N_HEAD = 5
 
 DEFAULTS = dict(scene="lift", physics_dt=0.002, publish_hz=200, obs_latency_s=0.0, act_latency_s=0.0,
-                kp=None, kd=None, seed=0, cube_xy_range=0.03)
+                kp=None, kd=None, seed=0, cube_xy_range=0.03, cube_yaw_range=0.0)
 
 
 def _quat_xyzw(mujoco, R: np.ndarray) -> np.ndarray:
@@ -70,12 +71,28 @@ class _Sim:
             rng = np.random.default_rng(o["seed"])
             adr = self.m.jnt_qposadr[self.m.body_jntadr[self.cube]]
             self.d.qpos[adr: adr + 2] = rng.uniform(-o["cube_xy_range"], o["cube_xy_range"], 2)
+            if o["cube_yaw_range"] > 0:  # robosuite Lift turns the cube about z too (any yaw ~ one in +-45 deg)
+                yaw = rng.uniform(-o["cube_yaw_range"], o["cube_yaw_range"])
+                self.d.qpos[adr + 3: adr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]  # wxyz
         mujoco.mj_forward(self.m, self.d)
         self.target = home.astype(np.float64).copy()
         self.gripper = 0.0
 
     def q(self) -> np.ndarray:
         return self.d.qpos[self.qadr].copy()
+
+    def apply(self, msg: np.ndarray, enabled: bool) -> bool:
+        """One message [kind, t, gripper, q (n)] (not CLOSE); returns whether commands are accepted now."""
+        kind = msg[0]
+        if kind == ENABLE:
+            return True
+        if kind in (HOLD, STOP):
+            self.target = self.q()
+            return enabled and kind == HOLD
+        if kind == CMD and enabled and len(msg) == 3 + len(self.qadr) and np.all(np.isfinite(msg)):
+            self.target = msg[3:].copy()
+            self.gripper = float(np.clip(msg[2], 0.0, 1.0))
+        return enabled
 
     def step(self, n_sub: int) -> None:
         d, mj = self.d, self.mj
@@ -103,6 +120,15 @@ class _Sim:
 
 def state_size(n: int, scene: str | None) -> int:
     return N_HEAD + 2 * n + 9 + (10 if scene == "lift" else 0)
+
+
+def state_from_vector(v: np.ndarray, n: int) -> RobotState:
+    i = N_HEAD
+    q, dq = v[i:i + n], v[i + n:i + 2 * n]
+    i += 2 * n
+    extra = {"object": v[i + 9:i + 19].astype(np.float32)} if len(v) >= i + 19 else {}
+    return RobotState(float(v[0]), q.copy(), dq.copy(), v[i:i + 3].copy(), v[i + 3:i + 7].copy(),
+                      v[i + 7:i + 9].copy(), float(v[4]), extra)
 
 
 class StateSlot:
@@ -134,7 +160,6 @@ def sim_main(conn, slot: StateSlot, model: str, base_pos, names: list[str], home
     """Entry point of the sim process."""
     o = {**DEFAULTS, **opts}
     sim = _Sim(model, base_pos, names, np.asarray(home), o)
-    n = len(names)
     n_sub = max(1, round(1.0 / (o["publish_hz"] * o["physics_dt"])))
     frame = n_sub * o["physics_dt"]  # a whole number of physics steps per frame: simulated time == wall time
     inbox: collections.deque = collections.deque()  # (t_apply, msg)
@@ -160,17 +185,9 @@ def sim_main(conn, slot: StateSlot, model: str, base_pos, names: list[str], home
             return
         while inbox and inbox[0][0] <= now:
             msg = inbox.popleft()[1]
-            kind = msg[0]
-            if kind == CLOSE:
+            if msg[0] == CLOSE:
                 return
-            if kind == ENABLE:
-                enabled = True
-            elif kind in (HOLD, STOP):
-                sim.target = sim.q()
-                enabled = enabled and kind == HOLD
-            elif kind == CMD and enabled and len(msg) == 3 + n and np.all(np.isfinite(msg)):
-                sim.target = msg[3:].copy()
-                sim.gripper = float(np.clip(msg[2], 0.0, 1.0))
+            enabled = sim.apply(msg, enabled)
         b0 = time.monotonic()
         sim.step(n_sub * due)
         t_meas = time.monotonic()
@@ -230,13 +247,7 @@ class SimDriver:
         if v is None:
             raise DriverError("sim: could not read a consistent state")
         self._last = v
-        n = self.n
-        i = N_HEAD
-        q, dq = v[i:i + n], v[i + n:i + 2 * n]
-        i += 2 * n
-        extra = {"object": v[i + 9:i + 19].astype(np.float32)} if len(v) >= i + 19 else {}
-        return RobotState(float(v[0]), q.copy(), dq.copy(), v[i:i + 3].copy(), v[i + 3:i + 7].copy(),
-                          v[i + 7:i + 9].copy(), float(v[4]), extra)
+        return state_from_vector(v, self.n)
 
     def send(self, command: JointCommand) -> None:
         self._send(CMD, command.t, command.gripper, command.q)
