@@ -23,6 +23,7 @@ import numpy as np
 from robolearn.errors import UserError
 
 EEF_SITE = "gripper0_grip_site"
+EEF_BODY = "right_hand"  # robosuite's eef_quat is this body's orientation (eef_pos is the site's)
 LIFT_BASE_POS = (-0.56, 0.0, 0.912)  # robosuite Lift: arm base on the table's near edge
 LIFT_TABLE_TOP = 0.8
 

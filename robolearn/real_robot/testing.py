@@ -182,7 +182,7 @@ class MarkovLiftPolicy:
     """
 
     OPEN_W, CUBE_W, SHUT_W = 0.078, 0.042, 0.012  # finger separation open / around the cube / on nothing (m)
-    HOME_QUAT = (0.70550284, 0.70584918, 0.04494829, 0.04497035)  # xyzw, the sim Panda's grip site at home
+    HOME_QUAT = (0.99797658, 0.00024490, 0.06358208, 0.00001560)  # xyzw, the sim Panda's hand body at home (eef_quat)
 
     def __init__(self, lift_z: float = 1.0, pos_scale: float = 0.05, gain: float = 0.1, max_step: float = 0.15,
                  horizon: int = 2, n_action_steps: int = 1, grasp_dz: float = 0.005, descent_gain: float = 1.2,

@@ -49,7 +49,7 @@ class _Sim:
     def __init__(self, model: str, base_pos, names: list[str], home: np.ndarray, o: dict):
         import mujoco
 
-        from robolearn.real_robot.model import EEF_SITE, build_spec, joint_addrs
+        from robolearn.real_robot.model import EEF_BODY, EEF_SITE, build_spec, joint_addrs
 
         self.mj = mujoco
         self.m = build_spec(model, o["scene"], base_pos).compile()
@@ -61,6 +61,9 @@ class _Sim:
         self.fingers = [a for a in range(self.m.nu) if a not in set(self.act.tolist())]
         self.finger_q = [self.m.jnt_qposadr[self.m.actuator_trnid[a, 0]] for a in self.fingers]
         self.site = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_SITE, EEF_SITE)
+        # robosuite's `robot0_eef_quat` is the hand *body*'s orientation (not the grip site's, which is turned
+        # 90 deg about z); publish the same so policies trained in robosuite see the frame they were trained on
+        self.hand = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_BODY, EEF_BODY)
         self.cube = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_BODY, "cube")
         n = len(names)
         self.kp = np.asarray(o["kp"] if o["kp"] is not None else [400.0] * n)
@@ -108,7 +111,8 @@ class _Sim:
     def state_vector(self, t: float, busy: float, wall: float) -> np.ndarray:
         d = self.d
         eef = d.site_xpos[self.site].copy()
-        quat = _quat_xyzw(self.mj, d.site_xmat[self.site])
+        quat = (np.array([*d.xquat[self.hand][1:], d.xquat[self.hand][0]]) if self.hand >= 0
+                else _quat_xyzw(self.mj, d.site_xmat[self.site]))
         parts = [[t, d.time, busy, wall, self.gripper], d.qpos[self.qadr], d.qvel[self.vadr], eef, quat,
                  d.qpos[self.finger_q]]
         if self.cube >= 0:
