@@ -176,13 +176,7 @@ class Policy(nn.Module):
     # --- checkpoints ---------------------------------------------------------------------
     def write_files(self, path: Path) -> None:
         """Write the three policy files into an existing directory (not atomic; see save)."""
-        config_text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **to_dict(self.config)}, indent=2, sort_keys=True)
-        stats_text = json.dumps(self.normalizer.to_dict(), indent=2, sort_keys=True)
-        meta = {"format": FORMAT, "method": self.method, "config_sha256": _sha(config_text), "stats_sha256": _sha(stats_text)}
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path / "model.safetensors"), metadata=meta)
-        (path / "config.json").write_text(config_text)
-        (path / "stats.json").write_text(stats_text)
+        write_model_files(path, FORMAT, FORMAT_VERSION, self.method, to_dict(self.config), self.normalizer.to_dict(), self)
 
     def save(self, path: str | os.PathLike) -> None:
         with atomic_dir(Path(path)) as tmp:
@@ -196,32 +190,7 @@ class Policy(nn.Module):
 def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
     """Rebuild a policy from a checkpoint directory (config.json "method" picks the class)."""
     path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: not a checkpoint directory")
-    for name in FILES:
-        if not (path / name).is_file():
-            raise UserError(f"{path}: missing {name}")
-    config_text = (path / "config.json").read_text()
-    stats_text = (path / "stats.json").read_text()
-    try:
-        with open(path / "model.safetensors", "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(header_len)).get("__metadata__", {})
-        tensors = load_file(str(path / "model.safetensors"))
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise UserError(f"{path / 'model.safetensors'}: unreadable ({exc})") from None
-    if meta.get("config_sha256") != _sha(config_text):
-        raise UserError(f"{path / 'config.json'}: does not match model.safetensors (edited after saving?)")
-    if meta.get("stats_sha256") != _sha(stats_text):
-        raise UserError(f"{path / 'stats.json'}: does not match model.safetensors (edited after saving?)")
-    try:
-        data = json.loads(config_text)
-        stats = json.loads(stats_text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON ({exc})") from None
-    if data.pop("format", None) != FORMAT:
-        raise UserError(f"{path / 'config.json'}: not a robolearn policy (format field)")
-    data.pop("format_version", None)
+    data, stats, tensors = read_model_files(path, FORMAT)
     cls = policy_class(data.get("method", ""))
     config = from_dict(cls.config_class, data, str(path / "config.json"))
     policy = cls(config, stats)
@@ -243,6 +212,58 @@ def make_policy(config: PolicyConfig, store_stats: dict[str, dict]) -> Policy:
     if config.encoder.pretrained and hasattr(policy, "encoder"):
         load_pretrained(policy.encoder, config.encoder.pretrained, config.encoder.freeze_pretrained)
     return policy
+
+
+# --- checkpoint files (policies and pretrainers) ---------------------------------------------
+def write_model_files(path: Path, fmt: str, version: int, method: str, config: dict, stats: dict, module: nn.Module) -> None:
+    """model.safetensors + config.json + stats.json into an existing directory (not atomic). The
+    safetensors metadata holds the format, the method and the sha256 of both JSON files."""
+    config_text = json.dumps({"format": fmt, "format_version": version, **config}, indent=2, sort_keys=True)
+    stats_text = json.dumps(stats, indent=2, sort_keys=True)
+    meta = {"format": fmt, "method": method, "config_sha256": _sha(config_text), "stats_sha256": _sha(stats_text)}
+    save_file(cpu_tensors(module), str(path / "model.safetensors"), metadata=meta)
+    (path / "config.json").write_text(config_text)
+    (path / "stats.json").write_text(stats_text)
+
+
+def read_model_files(path: Path, fmt: str, name_stale_file: bool = True) -> tuple[dict, dict, dict[str, torch.Tensor]]:
+    """Read what ``write_model_files`` wrote -> (config dict without its format fields, stats, tensors).
+    A missing or unreadable file, JSON edited after saving (sha256 mismatch) or another ``fmt`` is a
+    UserError; ``name_stale_file=False`` words a mismatch as "config.json/stats.json" (pretrainers)."""
+    if not path.is_dir():
+        raise UserError(f"{path}: not a checkpoint directory")
+    for name in FILES:
+        if not (path / name).is_file():
+            raise UserError(f"{path}: missing {name}")
+    config_text = (path / "config.json").read_text()
+    stats_text = (path / "stats.json").read_text()
+    try:
+        with open(path / "model.safetensors", "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(header_len)).get("__metadata__", {})
+        tensors = load_file(str(path / "model.safetensors"))
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise UserError(f"{path / 'model.safetensors'}: unreadable ({exc})") from None
+    checks = (("config.json", "config_sha256", config_text), ("stats.json", "stats_sha256", stats_text))
+    stale = [name for name, sha_key, text in checks if meta.get(sha_key) != _sha(text)]
+    if stale and not name_stale_file:
+        raise UserError(f"{path}: config.json/stats.json do not match model.safetensors (edited after saving?)")
+    if stale:
+        raise UserError(f"{path / stale[0]}: does not match model.safetensors (edited after saving?)")
+    try:
+        data = json.loads(config_text)
+        stats = json.loads(stats_text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: invalid JSON ({exc})") from None
+    if data.pop("format", None) != fmt:  # "robolearn.policy" -> "not a robolearn policy"
+        raise UserError(f"{path / 'config.json'}: not a {fmt.replace('.', ' ')} (format field)")
+    data.pop("format_version", None)
+    return data, stats, tensors
+
+
+def cpu_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state dict as contiguous CPU copies, ready for safetensors."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
 @contextlib.contextmanager

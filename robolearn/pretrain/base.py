@@ -37,7 +37,7 @@ from robolearn.errors import UserError
 from robolearn.nn.normalizer import Normalizer
 from robolearn.nn.obs_encoder import EncoderConfig
 from robolearn.nn.vision import ResNetImageEncoder, crop_images
-from robolearn.policies.base import _sha, atomic_dir
+from robolearn.policies.base import atomic_dir, cpu_tensors, write_model_files
 from robolearn.policies.config_io import to_dict
 
 FORMAT = "robolearn.pretrainer"
@@ -178,13 +178,7 @@ class Pretrainer(nn.Module):
     # --- files ------------------------------------------------------------------------------
     def write_files(self, path: Path) -> None:
         """The full pretrainer (encoder + heads) into an existing directory (the Trainer's checkpoints)."""
-        config_text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **to_dict(self.config)}, indent=2, sort_keys=True)
-        stats_text = json.dumps(self.normalizer.to_dict(), indent=2, sort_keys=True)
-        meta = {"format": FORMAT, "method": self.method, "config_sha256": _sha(config_text), "stats_sha256": _sha(stats_text)}
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path / "model.safetensors"), metadata=meta)
-        (path / "config.json").write_text(config_text)
-        (path / "stats.json").write_text(stats_text)
+        write_model_files(path, FORMAT, FORMAT_VERSION, self.method, to_dict(self.config), self.normalizer.to_dict(), self)
 
     def export_encoder(self, path: str | os.PathLike, source: str = "") -> Path:
         """Write just the image encoder: ``encoder.safetensors`` + ``encoder.json`` (its
@@ -200,7 +194,6 @@ class Pretrainer(nn.Module):
         }
         path = Path(path)
         with atomic_dir(path) as tmp:
-            tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.encoder.state_dict().items()}
-            save_file(tensors, str(tmp / "encoder.safetensors"), metadata={"format": ENCODER_FORMAT})
+            save_file(cpu_tensors(self.encoder), str(tmp / "encoder.safetensors"), metadata={"format": ENCODER_FORMAT})
             (tmp / "encoder.json").write_text(json.dumps(info, indent=2, sort_keys=True))
         return path

@@ -13,23 +13,20 @@ encoder methods write ``out/encoder`` (encoder.safetensors + encoder.json), Info
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from robolearn.errors import UserError
-from robolearn.policies.config_io import apply_overrides, from_dict
+from robolearn.policies.base import read_model_files
+from robolearn.policies.config_io import from_dict
 from robolearn.pretrain.base import FORMAT, PretrainConfig, Pretrainer, pretrainer_class
-from robolearn.train.config import TrainConfig, save_run_config
+from robolearn.train.config import TrainConfig, method_run_config, read_recipe_toml, read_run_config, save_run_config
 
 log = logging.getLogger(__name__)
-FILES = ("model.safetensors", "config.json", "stats.json")
 
 
 @dataclass
@@ -63,42 +60,12 @@ class PretrainResult:
 def load_pretrain_recipe(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> PretrainRunConfig:
     """Read a pretraining recipe TOML (or a saved config.json via ``base``) plus dotted ``key=value``
     overrides. Unknown keys, wrong types and unknown methods are UserErrors naming the key."""
-    data: dict[str, Any] = dict(base or {})
-    where = "config"
-    if path is not None:
-        path, where = Path(path), str(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: recipe not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{path}: invalid TOML ({exc})") from None
-    data = apply_overrides(data, list(overrides))
-    where = where if not overrides else f"{where} (+ overrides)"
-    method = data.get("method", PretrainRunConfig.method)
-    if not isinstance(method, str):
-        raise UserError(f"{where}: 'method' expected str, got {method!r}")
-    cls = pretrainer_class(method).config_class
-    pre = data.pop("pretrain", {})
-    if isinstance(pre, dict) and pre.get("method", method) != method:
-        raise UserError(f"{where}: 'pretrain.method' {pre['method']!r} differs from method {method!r}")
-    run = from_dict(PretrainRunConfig, data, where)
-    run.pretrain = from_dict(cls, pre, where, prefix="pretrain.")
-    run.pretrain.method = method
-    run.pretrain.validate()
-    run.train.validate()
-    return run
+    data, where = read_recipe_toml(path, overrides, base)
+    return method_run_config(data, where, PretrainRunConfig, "pretrain", pretrainer_class)
 
 
 def resume_pretrain_config(run_dir: Path, overrides: list[str] = ()) -> PretrainRunConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no config.json (not a robolearn pretraining run directory)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON ({exc})") from None
-    return load_pretrain_recipe(None, overrides, base=data)
+    return load_pretrain_recipe(None, overrides, base=read_run_config(run_dir, "pretraining run"))
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -211,35 +178,10 @@ def pretrain(run: PretrainRunConfig, resume: Path | None = None, stop_at: int | 
 def load_pretrainer(path: str | Path, device: str | torch.device = "cpu") -> Pretrainer:
     """Rebuild a pretrainer (eval mode) from a checkpoint dir (checkpoints/step_N, or a run dir's
     checkpoints/last): model.safetensors + config.json + stats.json, sha-checked; nothing pickled."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from robolearn.policies.base import _sha
-
     path = Path(path)
     if (path / "checkpoints" / "last").exists():
         path = path / "checkpoints" / "last"
-    if not path.is_dir():
-        raise UserError(f"{path}: not a checkpoint directory")
-    for name in FILES:
-        if not (path / name).is_file():
-            raise UserError(f"{path}: missing {name}")
-    config_text, stats_text = (path / "config.json").read_text(), (path / "stats.json").read_text()
-    try:
-        with open(path / "model.safetensors", "rb") as f:
-            meta = json.loads(f.read(int.from_bytes(f.read(8), "little"))).get("__metadata__", {})
-        tensors = load_file(str(path / "model.safetensors"))
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise UserError(f"{path / 'model.safetensors'}: unreadable ({exc})") from None
-    if meta.get("config_sha256") != _sha(config_text) or meta.get("stats_sha256") != _sha(stats_text):
-        raise UserError(f"{path}: config.json/stats.json do not match model.safetensors (edited after saving?)")
-    try:
-        data, stats = json.loads(config_text), json.loads(stats_text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON ({exc})") from None
-    if data.pop("format", None) != FORMAT:
-        raise UserError(f"{path / 'config.json'}: not a robolearn pretrainer (format field)")
-    data.pop("format_version", None)
+    data, stats, tensors = read_model_files(path, FORMAT, name_stale_file=False)
     cls = pretrainer_class(data.get("method", ""))
     pretrainer = cls(from_dict(cls.config_class, data, str(path / "config.json")), stats)
     try:

@@ -1,25 +1,31 @@
-"""`robolearn train --recipe policies/<task>_<method>.toml [key=value ...]`."""
+"""`robolearn train --recipe policies/<task>_<method>.toml [key=value ...]`.
+
+The run options and their parsing are shared with `robolearn pretrain` (robolearn.pretrain.cli)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any, Callable
 
 
-def _add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="training recipe TOML (policies/<task>_<method>.toml)")
+def add_run_options(p: argparse.ArgumentParser, kind: str = "", suffix: str = "") -> None:
+    """The options of a recipe run. ``kind`` names the recipe ("training"), ``suffix`` ends recipe
+    and run names ("_pretrain"); both only word the help."""
+    p.add_argument("--recipe", help=f"{kind} recipe TOML (policies/<task>_<method>{suffix}.toml)")
     p.add_argument("--max-steps", type=int, help="total optimisation steps (= train.steps)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (= device)")
-    p.add_argument("--out", help="run directory (default runs/<task>_<method>_<timestamp>)")
+    p.add_argument("--out", help=f"run directory (default runs/<task>_<method>{suffix}_<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR exactly from its checkpoints/last")
     p.add_argument("--num-workers", type=int, help="DataLoader workers (= data.num_workers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _merge_rest(args: argparse.Namespace) -> argparse.Namespace:
+def merge_rest(args: argparse.Namespace, prog: str) -> argparse.Namespace:
     """Options may follow the key=value overrides; argparse stops at the first positional, so the
     rest is parsed again, intermixed, by a parser without sub-commands."""
-    p = argparse.ArgumentParser(prog="robolearn train", add_help=False)
-    _add_options(p)
+    p = argparse.ArgumentParser(prog=prog, add_help=False)
+    add_run_options(p)
     p.add_argument("overrides", nargs="*")
     extra = p.parse_intermixed_args(args.rest)
     for name, value in vars(extra).items():
@@ -29,29 +35,13 @@ def _merge_rest(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train a policy from a recipe",
-        description=(
-            "Train a policy head (diffusion, act, bc, ...) on an episode store. The recipe TOML maps 1:1 onto the "
-            "run config; key=value overrides use dotted keys, e.g. policy.horizon=16 train.lr=3e-4 dataset=PATH. "
-            "Under torchrun (WORLD_SIZE>1) it trains with DistributedDataParallel."
-        ),
-    )
-    _add_options(p)
-    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="key=value", help="dotted config overrides")
-    p.set_defaults(func=run_train)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def run_config_from_args(args: argparse.Namespace, prog: str, load_recipe: Callable[[str, list[str]], Any],
+                         resume_config: Callable[[Path, list[str]], Any]) -> tuple[Any, Path | None]:
+    """-> (run config, the run dir to resume or None): ``load_recipe(recipe, overrides)`` or, with
+    --resume, ``resume_config(run_dir, overrides)``; the options become overrides or override fields."""
     from robolearn.errors import UserError
-    from robolearn.train.config import load_recipe
-    from robolearn.train.run import resume_config, train
 
-    args = _merge_rest(args)
+    args = merge_rest(args, prog)
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.steps={args.max_steps}")
@@ -64,16 +54,38 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError("--out: not allowed with --resume (the run continues in RUN_DIR)")
         run = resume_config(Path(args.resume), overrides)
         run.device = args.device or run.device
-        result = train(run, resume=Path(args.resume))
-    else:
-        if not args.recipe:
-            raise UserError("--recipe: required (or --resume RUN_DIR)")
-        run = load_recipe(args.recipe, overrides)
-        run.out = args.out or run.out
-        run.device = args.device or run.device
-        result = train(run)
+        return run, Path(args.resume)
+    if not args.recipe:
+        raise UserError("--recipe: required (or --resume RUN_DIR)")
+    run = load_recipe(args.recipe, overrides)
+    run.out = args.out or run.out
+    run.device = args.device or run.device
+    return run, None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a policy from a recipe",
+        description=(
+            "Train a policy head (diffusion, act, bc, ...) on an episode store. The recipe TOML maps 1:1 onto the "
+            "run config; key=value overrides use dotted keys, e.g. policy.horizon=16 train.lr=3e-4 dataset=PATH. "
+            "Under torchrun (WORLD_SIZE>1) it trains with DistributedDataParallel."
+        ),
+    )
+    add_run_options(p, "training", "")
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="key=value", help="dotted config overrides")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
     import os
 
+    from robolearn.train.config import load_recipe
+    from robolearn.train.run import resume_config, train
+
+    run, resume = run_config_from_args(args, "robolearn train", load_recipe, resume_config)
+    result = train(run, resume=resume)
     if os.environ.get("RANK", "0") == "0":
         where = result.last_checkpoint or (Path(run.out) / "checkpoints" / "last")
         final = f"loss {result.losses[-1]:.4f}" if result.losses else "nothing to do"

@@ -7,7 +7,8 @@
     [data]    ... DataConfig
 
 `key=value` overrides use dotted keys (policy.horizon=16 train.lr=3e-4). Unknown keys and wrong
-types raise UserError naming the key.
+types raise UserError naming the key. Pretraining runs (robolearn.pretrain.run) read their recipes
+and run directories with the same functions (read_recipe_toml, method_run_config, read_run_config).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from robolearn.errors import UserError
 from robolearn.policies.base import PolicyConfig, policy_class
@@ -84,24 +85,38 @@ class RunConfig:
 
 
 def run_config_from_dict(data: dict, where: str) -> RunConfig:
+    return method_run_config(data, where, RunConfig, "policy", policy_class)
+
+
+def method_run_config(data: dict, where: str, run_class: type, section: str, method_class: Callable[[str], type]) -> Any:
+    """``run_class`` (RunConfig, PretrainRunConfig) from ``data``. Its ``section`` table ([policy],
+    [pretrain]) becomes the config dataclass of ``method_class(method)`` (policy_class,
+    pretrainer_class: registry name -> class with a ``config_class``). Both are validated."""
     data = dict(data)
-    method = data.get("method", RunConfig.method)
+    method = data.get("method", run_class.method)
     if not isinstance(method, str):
         raise UserError(f"{where}: 'method' expected str, got {method!r}")
-    cls = policy_class(method).config_class
-    policy_data = data.pop("policy", {})
-    if isinstance(policy_data, dict) and policy_data.get("method", method) != method:
-        raise UserError(f"{where}: 'policy.method' {policy_data['method']!r} differs from method {method!r}")
-    run = from_dict(RunConfig, data, where)
-    run.policy = from_dict(cls, policy_data, where, prefix="policy.")
-    run.policy.method = method
-    run.policy.validate()
+    cls = method_class(method).config_class
+    section_data = data.pop(section, {})
+    if isinstance(section_data, dict) and section_data.get("method", method) != method:
+        raise UserError(f"{where}: '{section}.method' {section_data['method']!r} differs from method {method!r}")
+    run = from_dict(run_class, data, where)
+    config = from_dict(cls, section_data, where, prefix=f"{section}.")
+    config.method = method
+    setattr(run, section, config)
+    config.validate()
     run.train.validate()
     return run
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> RunConfig:
     """Read a recipe TOML (or a saved config.json via ``base``) and apply ``key=value`` overrides."""
+    return run_config_from_dict(*read_recipe_toml(path, overrides, base))
+
+
+def read_recipe_toml(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> tuple[dict[str, Any], str]:
+    """The recipe TOML at ``path`` (or ``base`` when path is None) with dotted ``key=value`` overrides
+    applied -> (data, where): ``where`` names the source in errors ("config" for ``base``)."""
     data: dict[str, Any] = dict(base or {})
     where = "config"
     if path is not None:
@@ -114,10 +129,22 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict |
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"{path}: invalid TOML ({exc})") from None
     data = apply_overrides(data, list(overrides))
-    return run_config_from_dict(data, where if not overrides else f"{where} (+ overrides)")
+    return data, where if not overrides else f"{where} (+ overrides)"
 
 
 def save_run_config(run: RunConfig, path: Path) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(to_dict(run), indent=2, sort_keys=True))
     tmp.replace(path)
+
+
+def read_run_config(run_dir: Path, kind: str = "run") -> dict[str, Any]:
+    """The config.json that ``save_run_config`` wrote into a run directory (to resume it); ``kind``
+    names the directory in the error ("run", "pretraining run")."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no config.json (not a robolearn {kind} directory)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: invalid JSON ({exc})") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -12,7 +11,7 @@ import torch
 
 from robolearn.errors import UserError
 from robolearn.policies.base import make_policy
-from robolearn.train.config import RunConfig, load_recipe, save_run_config
+from robolearn.train.config import RunConfig, load_recipe, read_run_config, save_run_config
 from robolearn.train.distributed import broadcast_object, init_distributed, resolve_device, shutdown
 from robolearn.train.trainer import Trainer, TrainResult, seed_everything
 
@@ -74,11 +73,4 @@ def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no config.json (not a robolearn run directory)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON ({exc})") from None
-    return load_recipe(None, overrides, base=data)
+    return load_recipe(None, overrides, base=read_run_config(run_dir))

@@ -6,11 +6,16 @@
     write_dp_by_hand()    the same layout written byte by byte: .zgroup / .zarray JSON, zlib and raw chunks
     write_robomimic()     a robomimic HDF5 file (demos out of numeric order, env_args, filter masks)
     corrupt()             damage a store in place (truncate, mismatch, decreasing ends, NaN)
+
+The `watch_while_writing` fixture runs a writer process while a reader checks the store.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -176,3 +181,27 @@ def datagen():
         episodes_data=episodes_data, concat=concat, write_dp_zarr=write_dp_zarr, write_dp_by_hand=write_dp_by_hand,
         write_robomimic=write_robomimic, corrupt=corrupt,
     )
+
+
+def _watch_while_writing(path: Path, argv: list[str], check, timeout: float = 60.0, **popen_kw):
+    """Run ``python -c *argv`` (a writer of the store at ``path``) while a reader refreshes and calls
+    ``check(reader)`` until the writer exits or ``timeout`` s pass; the writer is killed on the way
+    out. -> (reader, the writer's return code)."""
+    from robolearn.datasets.store import EpisodeStore
+
+    proc = subprocess.Popen([sys.executable, "-c", *argv], **popen_kw)
+    reader = EpisodeStore.open(path)
+    try:
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            reader.refresh()
+            check(reader)
+    finally:
+        proc.kill()
+        proc.wait()
+    return reader, proc.returncode
+
+
+@pytest.fixture(scope="session")
+def watch_while_writing():
+    return _watch_while_writing

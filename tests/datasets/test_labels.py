@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -77,25 +75,20 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_concurrent_reader_never_sees_a_half_written_label(tmp_path):
+def test_concurrent_reader_never_sees_a_half_written_label(tmp_path, watch_while_writing):
     path = tmp_path / "s.zarr"
     store = EpisodeStore.create(path)
     store.append_episode({"action": np.zeros((200_000, 1), np.float32)})  # a label of 1.6 MB
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "80"])
-    reader = EpisodeStore.open(path)
     seen = set()
-    try:
-        deadline = time.time() + 60
-        while proc.poll() is None and time.time() < deadline:
-            reader.refresh()
-            if "concept" in reader.keys:
-                values = np.unique(reader.get("concept"))
-                assert len(values) == 1 and values[0] >= 1, values  # one whole write, never a mix or a gap
-                seen.add(int(values[0]))
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 0
+
+    def check(reader: EpisodeStore) -> None:
+        if "concept" in reader.keys:
+            values = np.unique(reader.get("concept"))
+            assert len(values) == 1 and values[0] >= 1, values  # one whole write, never a mix or a gap
+            seen.add(int(values[0]))
+
+    reader, returncode = watch_while_writing(path, [WRITER, str(path), "80"], check)
+    assert returncode == 0
     reader.refresh()
     assert np.all(reader.get("concept") == 80)
     assert len(seen) > 2  # the reader really watched the label change

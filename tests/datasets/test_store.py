@@ -167,21 +167,16 @@ def test_writer_killed_mid_append_keeps_every_committed_episode(tmp_path, kill_a
     assert_whole_episodes(store)
 
 
-def test_concurrent_reader_never_sees_a_partial_episode(tmp_path):
+def test_concurrent_reader_never_sees_a_partial_episode(tmp_path, watch_while_writing):
     path = tmp_path / "s.zarr"
     EpisodeStore.create(path)
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "60", "0.005"], stdout=subprocess.DEVNULL)
-    reader = EpisodeStore.open(path)
     seen = set()
-    try:
-        deadline = time.time() + 60
-        while proc.poll() is None and time.time() < deadline:
-            reader.refresh()
-            assert_whole_episodes(reader)
-            seen.add(reader.n_episodes)
-    finally:
-        proc.kill()
-        proc.wait()
+
+    def check(reader: EpisodeStore) -> None:
+        assert_whole_episodes(reader)
+        seen.add(reader.n_episodes)
+
+    reader, _ = watch_while_writing(path, [WRITER, str(path), "60", "0.005"], check, stdout=subprocess.DEVNULL)
     reader.refresh()
     assert_whole_episodes(reader)
     assert len(seen) > 3  # the reader really watched the store grow
