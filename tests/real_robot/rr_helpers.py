@@ -9,20 +9,13 @@ from pathlib import Path
 from robolearn.real_robot.config import load_robot_config
 from robolearn.real_robot.daemon import Daemon
 from robolearn.real_robot.drivers.fake import FakeDriver
+from robolearn.real_robot.lift import SimClock
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM_PANDA = ROOT / "real_robot" / "sim_panda.toml"
 
 
-class FakeClock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        self.t += max(0.0, dt)
+FakeClock = SimClock  # a clock the test advances
 
 
 def make_cfg(tmp_path=None, **overrides):
