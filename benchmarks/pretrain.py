@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from success import machine  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -48,10 +48,6 @@ MULTITASK = {"pick_place_can": 40, "stack": 40}
 POLICY_PROFILE = ["policy.down_dims=[64,128,256]", "policy.encoder.image_width=16", "train.batch_size=32",
                   "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.999", "data.in_ram=true",
                   "data.num_workers=0"]
-
-
-def machine() -> str:
-    return f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.node() or 'unknown host'})"
 
 
 def command() -> str:
@@ -143,21 +139,21 @@ def ridge_r2(x_fit, y_fit, x_test, y_test, lam: float = 1e-2) -> float:
     return float(np.mean(1.0 - resid / total))
 
 
-def load_image_encoder(path: Path | None, shape: list[int]):
-    """The exported encoder at ``path``, or a randomly initialised one of the same architecture."""
+def load_image_encoder(run_dir: Path | None, shape: list[int]):
+    """The image encoder of the pretraining run at ``run_dir`` (its final EMA weights, the ones it
+    exported), or a randomly initialised one of the default pretraining architecture."""
     import torch
-    from safetensors.torch import load_file
 
     from robolearn.nn.vision import ResNetImageEncoder
+    from robolearn.pretrain.base import small_encoder
+    from robolearn.pretrain.run import load_pretrainer
 
+    if run_dir is not None:
+        return load_pretrainer(run_dir).encoder.eval()
     torch.manual_seed(0)
-    info = json.loads((path / "encoder.json").read_text()) if path else {}
-    enc = ResNetImageEncoder(shape[-1], info.get("image_width", 16), info.get("image_feature_dim", 64),
-                             info.get("image_pooling", "spatial_softmax"), info.get("num_keypoints", 32),
-                             info.get("crop_size", 76))
-    if path:
-        enc.load_state_dict(load_file(str(path / "encoder.safetensors")))
-    return enc.eval()
+    e = small_encoder()
+    return ResNetImageEncoder(shape[-1], e.image_width, e.image_feature_dim, e.image_pooling, e.num_keypoints,
+                              e.crop_size).eval()
 
 
 def probe(args) -> list[dict]:
@@ -172,7 +168,7 @@ def probe(args) -> list[dict]:
         if path is not None and not path.exists():
             print(f"skip {name}: no encoder at {path} (run the encoders step)")
             continue
-        enc = load_image_encoder(path, shape)
+        enc = load_image_encoder(None if path is None else path.parent, shape)
         fit = frame_features(enc, store, PRETRAIN_EPISODES)
         test = frame_features(enc, store, PROBE_EPISODES)
         row = {"encoder": name, "eef_pos_r2": ridge_r2(fit[0], fit[1], test[0], test[1]),
