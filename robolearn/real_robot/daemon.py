@@ -225,10 +225,7 @@ class Daemon:
             return
         if self.mode == HOLDING:
             self._leave_hold(now, st)
-        self._command(now, a, slot)
-        if self.recorder is not None and slot != self._rec_slot and st is not None:
-            self._rec_slot = slot
-            self.recorder.add(obs_from_state(st), a)
+        self._command(now, a, slot, st)
         self._maybe_submit(now)
 
     def _read_state(self, now: float):
@@ -260,7 +257,7 @@ class Daemon:
             if dropped:
                 self.events.emit("chunk_late", self.tick_n, now, seq=r.seq, dropped=dropped)
 
-    def _command(self, now: float, a: np.ndarray, slot: int) -> None:
+    def _command(self, now: float, a: np.ndarray, slot: int, st=None) -> None:
         q_target, g = self.adapter.target(a, slot, self.safety.q_prev)
         res = self.safety.filter(q_target, g)
         if not res.ok:
@@ -276,6 +273,9 @@ class Daemon:
             self.events.emit("driver_error", self.tick_n, now, error=str(exc))
             return
         self.last_command = cmd
+        if self.recorder is not None and slot != self._rec_slot and st is not None:  # only what reached the arm
+            self._rec_slot = slot
+            self.recorder.add(obs_from_state(st), a)
         src = self.sched.committed.get(slot, (None, -1))[1]
         if src != self._last_src and src in self._chunk_t_obs:
             self.stats.obs_to_command.append(now - self._chunk_t_obs.pop(src))

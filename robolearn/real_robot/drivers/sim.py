@@ -37,11 +37,6 @@ DEFAULTS = dict(scene="lift", physics_dt=0.002, publish_hz=200, obs_latency_s=0.
                 kp=None, kd=None, seed=0, cube_xy_range=0.03, cube_yaw_range=0.0)
 
 
-def _quat_xyzw(mujoco, R: np.ndarray) -> np.ndarray:
-    q = np.zeros(4)
-    mujoco.mju_mat2Quat(q, R.reshape(-1))
-    return np.array([q[1], q[2], q[3], q[0]])
-
 
 class _Sim:
     """The physics side (runs inside the sim process)."""
@@ -64,6 +59,8 @@ class _Sim:
         # robosuite's `robot0_eef_quat` is the hand *body*'s orientation (not the grip site's, which is turned
         # 90 deg about z); publish the same so policies trained in robosuite see the frame they were trained on
         self.hand = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_BODY, EEF_BODY)
+        if self.hand < 0:
+            raise DriverError(f"sim: the robot model has no body {EEF_BODY!r} (its orientation is the published eef_quat)")
         self.cube = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_BODY, "cube")
         n = len(names)
         self.kp = np.asarray(o["kp"] if o["kp"] is not None else [400.0] * n)
@@ -111,8 +108,7 @@ class _Sim:
     def state_vector(self, t: float, busy: float, wall: float) -> np.ndarray:
         d = self.d
         eef = d.site_xpos[self.site].copy()
-        quat = (np.array([*d.xquat[self.hand][1:], d.xquat[self.hand][0]]) if self.hand >= 0
-                else _quat_xyzw(self.mj, d.site_xmat[self.site]))
+        quat = d.xquat[self.hand][[1, 2, 3, 0]]  # MuJoCo wxyz -> robosuite xyzw
         parts = [[t, d.time, busy, wall, self.gripper], d.qpos[self.qadr], d.qvel[self.vadr], eef, quat,
                  d.qpos[self.finger_q]]
         if self.cube >= 0:
