@@ -35,7 +35,7 @@ class WindowDataset:
         self,
         store: EpisodeStore | str | os.PathLike,
         obs_keys: Sequence[str],
-        action_key: str = "action",
+        action_key: str | None = "action",  # None: no action window (action-free pretraining)
         obs_horizon: int = 2,
         action_horizon: int = 16,
         episodes: Sequence[int] | None = None,
@@ -62,7 +62,8 @@ class WindowDataset:
         self.meta_fields = list(meta_fields)
 
         s = self._store
-        for key in [*self.obs_keys, action_key, *self.mask_keys]:
+        self._step_keys = [*self.obs_keys, *([action_key] if action_key else []), *self.mask_keys]
+        for key in self._step_keys:
             if key not in s.keys:
                 raise UserError(f"{self._path}: no data key {key!r} (store has {', '.join(s.keys) or 'none'})")
         self.episodes = np.arange(s.n_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
@@ -83,7 +84,7 @@ class WindowDataset:
         self._meta = {f: s.meta_column(f) for f in self.meta_fields}
         self._image_keys = [k for k in self.obs_keys if is_image_array(s.array(k))]
         self._ram: dict[str, np.ndarray] = {}
-        for key in [*self.obs_keys, action_key, *self.mask_keys]:
+        for key in self._step_keys:
             if key not in self._image_keys or in_ram:
                 self._ram[key] = s.get(key)
 
@@ -151,14 +152,15 @@ class WindowDataset:
 
         item = {
             "obs": {k: obs(k) for k in self.obs_keys},
-            "action": self._rows(self.action_key, act_idx).astype(np.float32),
-            "action_is_pad": act_range > act_idx,
             "masks": {k: self._rows(k, act_idx).astype(np.float32) for k in self.mask_keys},
             "weight": self._weights[ep],
             "meta": {f: col[ep] for f, col in self._meta.items()},
             "episode": np.int64(ep),
             "t": np.int64(t),
         }
+        if self.action_key:
+            item["action"] = self._rows(self.action_key, act_idx).astype(np.float32)
+            item["action_is_pad"] = act_range > act_idx
         if self.obs_future:  # True where a step past the episode end repeats the last frame
             g = int(self._index[i, 0])  # global step of t
             item["obs_is_pad"] = np.arange(g - self.obs_horizon + 1, g + self.obs_future + 1) > obs_idx

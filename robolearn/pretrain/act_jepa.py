@@ -29,7 +29,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from robolearn.errors import UserError
-from robolearn.pretrain.base import PretrainConfig, Pretrainer, register_pretrainer
+from robolearn.pretrain.base import PretrainConfig, Pretrainer, masked_mean, register_pretrainer
 
 
 @dataclass
@@ -60,12 +60,6 @@ class ActJepaConfig(PretrainConfig):
 def _transformer(c: ActJepaConfig) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, 4 * c.d_model, c.dropout, batch_first=True, norm_first=True)
     return nn.TransformerEncoder(layer, c.n_layers, norm=nn.LayerNorm(c.d_model), enable_nested_tensor=False)
-
-
-def masked_mean(x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of x (B, T) over valid (B, T) entries, each sample weighted by weight (B,)."""
-    w = valid.float() * (weight[:, None] if weight is not None else 1.0)
-    return (x * w).sum() / w.sum().clamp_min(1e-6)
 
 
 @register_pretrainer("act_jepa")

@@ -74,6 +74,12 @@ class PretrainConfig:
         return [k for k in self.obs_keys if k not in self.image_keys]
 
 
+def masked_mean(x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of x (B, T) over valid (B, T) entries, each sample weighted by weight (B,)."""
+    w = valid.float() * (weight[:, None] if weight is not None else 1.0)
+    return (x * w).sum() / w.sum().clamp_min(1e-6)
+
+
 # method name -> pretrainer class (its ``config_class`` attribute is the config dataclass)
 PRETRAINER_REGISTRY: dict[str, type["Pretrainer"]] = {}
 

@@ -47,7 +47,7 @@ from torch import nn
 from robolearn.datasets.store import EpisodeStore
 from robolearn.errors import UserError
 from robolearn.nn.mlp import mlp
-from robolearn.pretrain.base import PretrainConfig, Pretrainer, register_pretrainer
+from robolearn.pretrain.base import PretrainConfig, Pretrainer, masked_mean, register_pretrainer
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,6 @@ class InfoConConfig(PretrainConfig):
             raise UserError(f"{where}.obs_keys: infocon uses low-dim keys only, got cameras {self.image_keys}")
         if self.d_model % self.n_heads:
             raise UserError(f"{where}.d_model: must be divisible by n_heads ({self.n_heads})")
-
-
-def masked_mean(x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of x (B, L) over valid (B, L) entries, each sample weighted by weight (B,)."""
-    w = valid.float() * (weight[:, None] if weight is not None else 1.0)
-    return (x * w).sum() / w.sum().clamp_min(1e-6)
 
 
 def segment_ends(ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

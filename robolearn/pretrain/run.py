@@ -118,11 +118,9 @@ def window_dataset(run: PretrainRunConfig, store, window: tuple[int, int, int]):
 
     cfg = run.pretrain
     obs_horizon, obs_future, action_horizon = window
-    has_actions = cfg.action_key in store.keys
-    # the sampler always reads an action window; a store without actions (fine for methods that do
-    # not use them) lends it the first obs key instead, one step long, and the pretrainer ignores it
-    return WindowDataset(store, obs_keys=cfg.obs_keys, action_key=cfg.action_key if has_actions else cfg.obs_keys[0],
-                         obs_horizon=obs_horizon, action_horizon=action_horizon if has_actions else 1,
+    has_actions = cfg.action_key in store.keys  # methods that need none also train on stores without
+    return WindowDataset(store, obs_keys=cfg.obs_keys, action_key=cfg.action_key if has_actions else None,
+                         obs_horizon=obs_horizon, action_horizon=action_horizon,
                          obs_future=obs_future, episodes=run.data.episodes or None, in_ram=run.data.in_ram)
 
 

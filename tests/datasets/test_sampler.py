@@ -115,3 +115,13 @@ def test_obs_future_appends_future_steps_and_flags_padding(tmp_path):
     assert last["obs"]["state"][:, 0].tolist() == [3, 4, 4, 4, 4]
     assert last["obs_is_pad"].tolist() == [False, False, True, True, True]
     assert "obs_is_pad" not in WindowDataset(store, obs_keys=["state"], obs_horizon=2, action_horizon=1)[0]
+
+
+def test_no_action_key_gives_observation_windows_only(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s.zarr")
+    store.append_episode({"state": np.arange(4, dtype=np.float32)[:, None]})  # a store without actions
+    item = WindowDataset(store, obs_keys=["state"], action_key=None, obs_horizon=1, obs_future=2)[3]
+    assert item["obs"]["state"][:, 0].tolist() == [3, 3, 3]
+    assert "action" not in item and "action_is_pad" not in item
+    with pytest.raises(UserError):
+        WindowDataset(store, obs_keys=["state"])  # the default action key must exist
