@@ -29,17 +29,16 @@ class SteppedSimDriver:
         self.sim: _Sim | None = None
         n_sub = max(1, round(1.0 / (self.opts["publish_hz"] * self.opts["physics_dt"])))
         self.n_sub, self.frame = n_sub, n_sub * self.opts["physics_dt"]
-        self.inbox: collections.deque = collections.deque()  # (t_apply, msg)
-        self.outbox: collections.deque = collections.deque()  # (t_publish, state vector)
-        self.enabled = False
-        self.t0 = 0.0
-        self.k = 0  # frames done
-        self.published: np.ndarray | None = None
 
     def _start(self) -> None:
+        """A fresh arm and per-connection state (a reconnect after close() starts clean)."""
         o = self.opts
         self.sim = _Sim(self.cfg.model, list(self.cfg.base_pos), list(self.cfg.joints.names),
                         self.cfg.joints.home.astype(np.float64), o)
+        self.inbox: collections.deque = collections.deque()  # (t_apply, msg)
+        self.outbox: collections.deque = collections.deque()  # (t_publish, state vector)
+        self.enabled = False
+        self.k = 0  # frames done since t0
         self.t0 = self.clock()
         self.published = self.sim.state_vector(self.t0, 0.0, 0.0)
 
