@@ -205,7 +205,7 @@ LIFT_OVERRIDES = ["policy.hidden=[256, 256]", "train.lr=1e-3", "train.warmup_ste
 
 
 def load_avg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]] if Path("/proc/loadavg").exists() else []
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def train_bc(store: Path, out: Path, steps: int, threads: int) -> Path:
