@@ -1,22 +1,27 @@
 """Does in-domain pretraining help? Three measurements over the same stores (issue 7).
 
-    python benchmarks/pretrain.py stores                       # collect the image stores (once)
+    python benchmarks/pretrain.py stores [--task lift]         # collect the image stores (once)
     python benchmarks/pretrain.py encoders --source task       # pretrain each method's encoder
     python benchmarks/pretrain.py probe                        # linear probe: features -> true state
     python benchmarks/pretrain.py infocon [--task lift]        # InfoCon segments vs the experts' phases
     python benchmarks/pretrain.py downstream --encoder dynamo --source task --demos 10
-    python benchmarks/pretrain.py table                        # re-render the markdown only
+    python benchmarks/pretrain.py table [--import FILE]        # re-render the markdown (merging another
+                                                               # machine's pretrain.json rows first)
+
+Every step takes --task (lift, or the harder stack / pick_place_can) and --profile (cpu: the budget
+below; gpu: the larger variant, full-width ResNet-18 and the policy recipe's own size, run on a GPU
+machine by benchmarks/pretrain_gpu.sh).
 
 Every step merges its rows into benchmarks/results/pretrain.json (keyed, so steps can be re-run or
 completed over several sessions) and re-renders benchmarks/results/pretrain.md. Each row records the
 exact command, the machine, the wall time and the CPU budget it ran under.
 
 Stores (84x84 agentview + eye-in-hand, scripted demos):
-  task       lift, 200 demos (shared with benchmarks/success.py's image rows): pretraining and
-             downstream training use episodes 0..49 (downstream 10-demo runs use 0..9); the probe
-             is fitted on episodes 0..49 and scored on held-out episodes 150..199.
-  multitask  pick_place_can + stack, 40 demos each, without lift (as in the inverse-dynamics paper:
-             pretrain on other tasks, then imitate a new one from few demos).
+  task       the task's demos: lift 200 (shared with benchmarks/success.py's image rows), stack and
+             pick_place_can 100. Pretraining and downstream training use episodes 0..49 (downstream
+             10-demo runs use 0..9); the probe is fitted on episodes 0..49 and scored on the last 50.
+  multitask  the other two of lift / stack / pick_place_can, 40 demos each, without the task (as in
+             the inverse-dynamics paper: pretrain on other tasks, then imitate a new one from few demos).
 
 CPU budget (2-core development machine): encoders are the width-16 ResNet-18 layout with spatial-
 softmax 64-d features (close to the inverse-dynamics paper's small conv encoder), pretrained for
@@ -42,12 +47,20 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ["dynamo", "inverse_dynamics", "act_jepa"]
 CAMERAS = ["agentview_image", "robot0_eye_in_hand_image"]
+TASK_DEMOS = {"lift": 200, "stack": 100, "pick_place_can": 100}  # demos in each task's image store
+MULTITASK_DEMOS = 40  # per other task in a multitask store
 PRETRAIN_EPISODES = list(range(50))
-PROBE_EPISODES = list(range(150, 200))
-MULTITASK = {"pick_place_can": 40, "stack": 40}
-POLICY_PROFILE = ["policy.down_dims=[64,128,256]", "policy.encoder.image_width=16", "train.batch_size=32",
-                  "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.999", "data.in_ram=true",
-                  "data.num_workers=0"]
+PROFILES = {
+    # 2-core CPU: width-16 ResNet-18 (spatial softmax, 64-d), UNet [64,128,256], batch 32
+    "cpu": {"encoder_width": 16, "pretrain_batch": 32, "device": "cpu", "runs": "",
+            "policy": ["policy.down_dims=[64,128,256]", "policy.encoder.image_width=16", "train.batch_size=32",
+                       "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.999", "data.in_ram=true",
+                       "data.num_workers=0"]},
+    # GPU machine: full-width ResNet-18 and the image diffusion recipe's own UNet [256,512,1024], batch 64
+    "gpu": {"encoder_width": 64, "pretrain_batch": 64, "device": "cuda", "runs": "gpu",
+            "policy": ["train.batch_size=64", "train.lr=3e-4", "train.warmup_steps=200", "train.ema_decay=0.999",
+                       "data.in_ram=true", "data.num_workers=0"]},
+}
 
 
 def command() -> str:
@@ -61,53 +74,76 @@ def stamp(row: dict, t0: float) -> dict:
 
 
 # --- stores ------------------------------------------------------------------------------------------
-def task_store(scratch: Path) -> Path:
-    return scratch / "datasets" / "stores" / "lift_ph_image.zarr"
+def stores_dir(scratch: Path) -> Path:
+    return scratch / "datasets" / "stores"
 
 
-def multitask_store(scratch: Path) -> Path:
-    return scratch / "datasets" / "stores" / "multitask_no_lift_image.zarr"
+def task_store(scratch: Path, task: str) -> Path:
+    return stores_dir(scratch) / f"{task}_ph_image.zarr"
+
+
+def multitask_store(scratch: Path, task: str) -> Path:
+    return stores_dir(scratch) / f"multitask_no_{task}_image.zarr"
+
+
+def probe_episodes(task: str) -> list[int]:
+    """The held-out episodes the probe is scored on: the task store's last 50."""
+    return list(range(TASK_DEMOS[task] - 50, TASK_DEMOS[task]))
 
 
 def make_stores(args) -> None:
     from robolearn.datasets.store import AtomicStoreWriter, EpisodeStore
     from robolearn.sim.collect import CollectConfig, collect
 
-    if args.store in ("task", "both"):  # benchmarks/success.py --task lift --obs image makes the same store
-        collect(CollectConfig(task="lift", episodes=200, out=str(task_store(args.scratch)), workers=args.workers))
-    dst = multitask_store(args.scratch)
+    def collect_once(task: str, episodes: int, out: Path) -> None:
+        if not out.exists():  # benchmarks/success.py --task lift --obs image makes the same lift store
+            collect(CollectConfig(task=task, episodes=episodes, out=str(out), workers=args.workers))
+
+    if args.store in ("task", "both"):
+        collect_once(args.task, TASK_DEMOS[args.task], task_store(args.scratch, args.task))
+    dst = multitask_store(args.scratch, args.task)
     if args.store == "task" or dst.exists():
         return
     parts = []
-    for task, n in MULTITASK.items():
-        part = args.scratch / "datasets" / "stores" / f"{task}_ph_image_{n}.zarr"
-        collect(CollectConfig(task=task, episodes=n, out=str(part), workers=args.workers))
+    others = [t for t in TASK_DEMOS if t != args.task]
+    for task in others:
+        part = stores_dir(args.scratch) / f"{task}_ph_image_{MULTITASK_DEMOS}.zarr"
+        collect_once(task, MULTITASK_DEMOS, part)
         parts.append(EpisodeStore.open(part))
     keys = [*CAMERAS, "proprio", "action"]  # the tasks' object states differ in size; the encoders see images
-    with AtomicStoreWriter(dst, attrs={"task": "multitask", "tasks": list(MULTITASK)}) as out:
+    with AtomicStoreWriter(dst, attrs={"task": "multitask", "tasks": others}) as out:
         for src in parts:
             for i in range(src.n_episodes):
                 out.append_episode(src.get_episode(i, keys=keys), src.episode_meta(i))
 
 
 # --- encoders ---------------------------------------------------------------------------------------
-def encoder_dir(scratch: Path, method: str, source: str) -> Path:
-    return scratch / "runs" / "pretrain_bench" / f"lift_{method}_{source}" / "encoder"
+def runs_dir(scratch: Path, profile: str) -> Path:
+    return scratch / "runs" / "pretrain_bench" / PROFILES[profile]["runs"]
+
+
+def encoder_dir(scratch: Path, profile: str, task: str, method: str, source: str) -> Path:
+    return runs_dir(scratch, profile) / f"{task}_{method}_{source}" / "encoder"
 
 
 def pretrain_encoder(method: str, source: str, args) -> dict:
     from robolearn.pretrain.run import load_pretrain_recipe, pretrain
 
     t0 = time.perf_counter()
-    store = task_store(args.scratch) if source == "task" else multitask_store(args.scratch)
-    out = encoder_dir(args.scratch, method, source).parent
-    overrides = [f"dataset={store}", f"out={out}", f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}",
-                 "train.batch_size=32", "data.in_ram=true", "data.num_workers=0", f"pretrain.obs_keys={json.dumps(CAMERAS)}"]
+    prof = PROFILES[args.profile]
+    store = task_store(args.scratch, args.task) if source == "task" else multitask_store(args.scratch, args.task)
+    out = encoder_dir(args.scratch, args.profile, args.task, method, source).parent
+    overrides = [f"dataset={store}", f"out={out}", f"task={args.task}", f"train.steps={args.steps}",
+                 f"train.checkpoint_every={args.steps}", f"train.batch_size={prof['pretrain_batch']}",
+                 f"pretrain.encoder.image_width={prof['encoder_width']}", "data.in_ram=true", "data.num_workers=0",
+                 f"pretrain.obs_keys={json.dumps(CAMERAS)}"]
     if source == "task":
         overrides.append(f"data.episodes={json.dumps(PRETRAIN_EPISODES)}")
+    # the lift recipes hold each method's objective settings; dataset/task/width come from the overrides
     res = pretrain(load_pretrain_recipe(ROOT / "policies" / f"lift_{method}_pretrain.toml", overrides))
-    return stamp({"method": method, "source": source, "steps": res.step, "final_loss": float(np.mean(res.losses[-50:])),
-                  "encoder": res.outputs["encoder"], "overrides": overrides}, t0)
+    return stamp({"task": args.task, "profile": args.profile, "method": method, "source": source, "steps": res.step,
+                  "final_loss": float(np.mean(res.losses[-50:])), "encoder": res.outputs["encoder"],
+                  "overrides": overrides}, t0)
 
 
 # --- probe -------------------------------------------------------------------------------------------
@@ -139,7 +175,7 @@ def ridge_r2(x_fit, y_fit, x_test, y_test, lam: float = 1e-2) -> float:
     return float(np.mean(1.0 - resid / total))
 
 
-def load_image_encoder(run_dir: Path | None, shape: list[int]):
+def load_image_encoder(run_dir: Path | None, shape: list[int], width: int):
     """The image encoder of the pretraining run at ``run_dir`` (its final EMA weights, the ones it
     exported), or a randomly initialised one of the default pretraining architecture."""
     import torch
@@ -152,26 +188,27 @@ def load_image_encoder(run_dir: Path | None, shape: list[int]):
         return load_pretrainer(run_dir).encoder.eval()
     torch.manual_seed(0)
     e = small_encoder()
-    return ResNetImageEncoder(shape[-1], e.image_width, e.image_feature_dim, e.image_pooling, e.num_keypoints,
+    return ResNetImageEncoder(shape[-1], width, e.image_feature_dim, e.image_pooling, e.num_keypoints,
                               e.crop_size).eval()
 
 
 def probe(args) -> list[dict]:
     from robolearn.datasets.store import EpisodeStore
 
-    store = EpisodeStore.open(task_store(args.scratch))
+    store = EpisodeStore.open(task_store(args.scratch, args.task))
     shape = [int(s) for s in store.array(CAMERAS[0]).shape[1:]]
     rows = []
     for name in ["random", *[f"{m}:{s}" for s in args.sources for m in METHODS]]:
         t0 = time.perf_counter()
-        path = None if name == "random" else encoder_dir(args.scratch, *name.split(":"))
+        path = None if name == "random" else encoder_dir(args.scratch, args.profile, args.task, *name.split(":"))
         if path is not None and not path.exists():
             print(f"skip {name}: no encoder at {path} (run the encoders step)")
             continue
-        enc = load_image_encoder(None if path is None else path.parent, shape)
+        enc = load_image_encoder(None if path is None else path.parent, shape, PROFILES[args.profile]["encoder_width"])
         fit = frame_features(enc, store, PRETRAIN_EPISODES)
-        test = frame_features(enc, store, PROBE_EPISODES)
-        row = {"encoder": name, "eef_pos_r2": ridge_r2(fit[0], fit[1], test[0], test[1]),
+        test = frame_features(enc, store, probe_episodes(args.task))
+        row = {"task": args.task, "profile": args.profile, "encoder": name,
+               "eef_pos_r2": ridge_r2(fit[0], fit[1], test[0], test[1]),
                "object_pos_r2": ridge_r2(fit[0], fit[2], test[0], test[2]),
                "fit_frames": len(fit[0]), "test_frames": len(test[0])}
         rows.append(stamp(row, t0))
@@ -215,52 +252,104 @@ def downstream(args) -> dict:
     from robolearn.train.run import train
 
     t0 = time.perf_counter()
-    name = f"lift_{args.encoder}_{args.source}_{args.demos}demos"
-    out = args.scratch / "runs" / "pretrain_bench" / "downstream" / name
-    overrides = [f"dataset={task_store(args.scratch)}", f"out={out}", f"train.steps={args.policy_steps}",
-                 f"train.checkpoint_every={args.policy_steps}", f"data.episodes={json.dumps(list(range(args.demos)))}",
-                 *POLICY_PROFILE]
+    prof = PROFILES[args.profile]
+    source = args.source if args.encoder != "scratch" else "-"
+    name = f"{args.task}_{args.encoder}_{args.source}_{args.demos}demos"
+    out = runs_dir(args.scratch, args.profile) / "downstream" / name
+    # the lift image diffusion recipe, pointed at the task's store (its task key picks the eval env)
+    overrides = [f"dataset={task_store(args.scratch, args.task)}", f"out={out}", f"task={args.task}",
+                 f"train.steps={args.policy_steps}", f"train.checkpoint_every={args.policy_steps}",
+                 f"data.episodes={json.dumps(list(range(args.demos)))}", *prof["policy"]]
     if args.encoder != "scratch":
-        overrides += [f"policy.encoder.pretrained={encoder_dir(args.scratch, args.encoder, args.source)}",
-                      "policy.encoder.freeze_pretrained=true"]
+        enc = encoder_dir(args.scratch, args.profile, args.task, args.encoder, args.source)
+        overrides += [f"policy.encoder.pretrained={enc}", "policy.encoder.freeze_pretrained=true"]
     train(load_recipe(ROOT / "policies" / "lift_diffusion_image.toml", overrides))
     report = evaluate(EvalConfig(checkpoint=str(out / "checkpoints" / "last"), episodes=args.episodes,
-                                 workers=args.workers, out=str(out / "eval")), progress=False)
-    row = {"task": "lift", "encoder": args.encoder, "source": args.source if args.encoder != "scratch" else "-",
+                                 workers=args.workers, max_steps=args.eval_max_steps, device=prof["device"],
+                                 out=str(out / "eval")), progress=False)
+    row = {"task": args.task, "profile": args.profile, "encoder": args.encoder, "source": source,
            "demos": args.demos, "policy_steps": args.policy_steps, "episodes": args.episodes,
-           "success_rate": report["success_rate"], "wilson95": report["wilson95"], "overrides": overrides}
+           "eval_max_steps": args.eval_max_steps, "success_rate": report["success_rate"],
+           "wilson95": report["wilson95"], "overrides": overrides}
     return stamp(row, t0)
 
 
 # --- results -----------------------------------------------------------------------------------------
-def merge(section: str, rows: list[dict], key: tuple[str, ...], results: Path) -> dict:
-    path = results / "pretrain.json"
+KEYS = {"encoders": ("task", "profile", "method", "source"), "probe": ("task", "profile", "encoder"),
+        "downstream": ("task", "profile", "encoder", "source", "demos"), "infocon": ("task",)}
+
+
+def load_results(path: Path) -> dict:
     data = json.loads(path.read_text()) if path.exists() else {}
-    old = data.get(section, [])
-    new_keys = {tuple(r[k] for k in key) for r in rows}
-    data[section] = [r for r in old if tuple(r[k] for k in key) not in new_keys] + rows
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    for section in ("encoders", "probe", "downstream"):  # rows from before --task/--profile: lift on the CPU
+        for r in data.get(section, []):
+            r.setdefault("task", "lift")
+            r.setdefault("profile", "cpu")
     return data
 
 
+def merge(section: str, rows: list[dict], results: Path) -> dict:
+    """Replace ``section``'s rows that share a key with ``rows``; under a lock, since the GPU script
+    runs steps in parallel, and written atomically."""
+    import fcntl
+
+    path = results / "pretrain.json"
+    with open(results / ".pretrain.json.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load_results(path)
+        key = KEYS[section]
+        new_keys = {tuple(r[k] for k in key) for r in rows}
+        data[section] = [r for r in data.get(section, []) if tuple(r[k] for k in key) not in new_keys] + rows
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    return data
+
+
+def import_rows(other: Path, results: Path) -> None:
+    """Merge the rows another machine's run added (e.g. the GPU machine's pretrain.json)."""
+    theirs, ours = load_results(other), load_results(results / "pretrain.json")
+    for section, key in KEYS.items():
+        seen = {tuple(r[k] for k in key): r for r in ours.get(section, [])}
+        rows = [r for r in theirs.get(section, []) if seen.get(tuple(r[k] for k in key)) != r]
+        if rows:
+            merge(section, rows, results)
+            print(f"imported {len(rows)} {section} rows")
+
+
+BUDGET = {
+    "cpu": "2-core CPU budget: width-16 ResNet-18 encoders (spatial softmax, 64-d), pretrained at batch 32; "
+           "policy UNet [64,128,256], batch 32.",
+    "gpu": "GPU variant: full-width (64) ResNet-18 encoders, pretrained at batch 64; policy UNet "
+           "[256,512,1024] (the recipe's own), batch 64.",
+}
+
+
 def render(data: dict, results: Path) -> str:
-    out = ["## Linear probe (frozen features -> true state, R^2 on held-out episodes 150-199 of lift)", "",
-           "| encoder | eef position R^2 | cube position R^2 | wall s |", "| --- | --- | --- | --- |"]
-    out += [f"| {r['encoder']} | {r['eef_pos_r2']:.3f} | {r['object_pos_r2']:.3f} | {r['wall_s']} |" for r in data.get("probe", [])]
-    out += ["", "## Encoder pretraining runs", "", "| method | source | steps | final loss | wall s | machine |",
-            "| --- | --- | --- | --- | --- | --- |"]
-    out += [f"| {r['method']} | {r['source']} | {r['steps']} | {r['final_loss']:.4f} | {r['wall_s']} | {r['machine']} |"
-            for r in data.get("encoders", [])]
-    out += ["", "## Downstream: image diffusion policy on lift, 50 eval episodes", "",
-            "| encoder | pretrained on | demos | policy steps | success (95% CI) | wall s |",
-            "| --- | --- | --- | --- | --- | --- |"]
-    for r in sorted(data.get("downstream", []), key=lambda r: (r["demos"], r["encoder"], r["source"])):
-        lo, hi = r["wilson95"]
-        out.append(f"| {r['encoder']} | {r['source']} | {r['demos']} | {r['policy_steps']} | "
-                   f"{r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {r['wall_s']} |")
-    out += ["", "## InfoCon segments vs the scripted experts' phase labels", "",
+    out = []
+    groups = sorted({(r["profile"], r["task"]) for s in ("probe", "encoders", "downstream") for r in data.get(s, [])},
+                    key=lambda g: (g[0] != "cpu", g[1] != "lift", g))
+    for profile, task in groups:
+        pick = lambda section: [r for r in data.get(section, []) if (r["profile"], r["task"]) == (profile, task)]  # noqa: E731
+        held = probe_episodes(task)
+        out += [f"## {task}, {profile} profile", "", BUDGET[profile], "",
+                f"### Linear probe (frozen features -> true state, R^2 on held-out episodes {held[0]}-{held[-1]})", "",
+                "| encoder | eef position R^2 | object position R^2 | wall s |", "| --- | --- | --- | --- |"]
+        out += [f"| {r['encoder']} | {r['eef_pos_r2']:.3f} | {r['object_pos_r2']:.3f} | {r['wall_s']} |" for r in pick("probe")]
+        out += ["", "### Encoder pretraining runs", "", "| method | source | steps | final loss | wall s | machine |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        out += [f"| {r['method']} | {r['source']} | {r['steps']} | {r['final_loss']:.4f} | {r['wall_s']} | {r['machine']} |"
+                for r in pick("encoders")]
+        out += ["", f"### Downstream: image diffusion policy on {task}, encoder frozen when pretrained", "",
+                "| encoder | pretrained on | demos | policy steps | eval episodes (max steps) | success (95% CI) | wall s |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in sorted(pick("downstream"), key=lambda r: (r["demos"], r["encoder"] != "scratch", r["encoder"], r["source"])):
+            lo, hi = r["wilson95"]
+            cap = r.get("eval_max_steps") or "horizon"
+            out.append(f"| {r['encoder']} | {r['source']} | {r['demos']} | {r['policy_steps']} | {r['episodes']} ({cap}) | "
+                       f"{r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {r['wall_s']} |")
+        out.append("")
+    out += ["## InfoCon segments vs the scripted experts' phase labels", "",
             "ARI: adjusted Rand index per demo (mean), and pooled over all steps (concept ids must then also agree",
             "across demos); key-state error: steps from each true phase end to the nearest segment end. The",
             "fixed-length baseline cuts each demo into as many equal segments as it has true phases (median).", "",
@@ -279,39 +368,41 @@ def render(data: dict, results: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["stores", "encoders", "probe", "infocon", "downstream", "table"])
+    p.add_argument("--task", default="lift", choices=sorted(TASK_DEMOS), help="the task imitated (and left out of multitask)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="cpu budget, or the larger gpu variant")
     p.add_argument("--store", choices=["task", "multitask", "both"], default="both", help="stores step: which to make")
     p.add_argument("--methods", default=",".join(METHODS), help="encoders step: comma-separated methods")
     p.add_argument("--source", choices=["task", "multitask"], default="task")
     p.add_argument("--sources", default="task,multitask", help="probe step: which pretraining sources to probe")
     p.add_argument("--steps", type=int, default=2000, help="pretraining steps")
-    p.add_argument("--task", default="lift", help="infocon step: the state store's task")
     p.add_argument("--encoder", default="scratch", help="downstream step: scratch or a method name")
     p.add_argument("--demos", type=int, default=50)
     p.add_argument("--policy-steps", type=int, default=2000)
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--eval-max-steps", type=int, default=None, help="downstream: cap episodes below the task horizon")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--import", dest="import_path", type=Path, help="table step: merge this pretrain.json's rows first")
     p.add_argument("--scratch", type=Path, default=ROOT, help="root for datasets/stores and runs/ (default the repo)")
     args = p.parse_args(argv)
     args.sources = [s for s in args.sources.split(",") if s]
     import torch
 
     torch.set_num_threads(1)
-    data: dict = {}
     if args.step == "stores":
         make_stores(args)
     elif args.step == "encoders":
         for m in args.methods.split(","):
-            data = merge("encoders", [pretrain_encoder(m, args.source, args)], ("method", "source"), args.results)
+            merge("encoders", [pretrain_encoder(m, args.source, args)], args.results)
     elif args.step == "probe":
-        data = merge("probe", probe(args), ("encoder",), args.results)
+        merge("probe", probe(args), args.results)
     elif args.step == "infocon":
-        data = merge("infocon", [infocon(args)], ("task",), args.results)
+        merge("infocon", [infocon(args)], args.results)
     elif args.step == "downstream":
-        data = merge("downstream", [downstream(args)], ("encoder", "source", "demos"), args.results)
-    path = args.results / "pretrain.json"
-    data = json.loads(path.read_text()) if path.exists() else data
-    print(render(data, args.results))
+        merge("downstream", [downstream(args)], args.results)
+    elif args.import_path is not None:
+        import_rows(args.import_path, args.results)
+    print(render(load_results(args.results / "pretrain.json"), args.results))
 
 
 if __name__ == "__main__":
