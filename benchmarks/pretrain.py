@@ -152,13 +152,15 @@ def frame_features(encoder, store, episodes: list[int]) -> tuple[np.ndarray, np.
     eef position (proprio[:3]) and object position (object[:3]) at those frames."""
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    encoder = encoder.to(device)
     feats, eef, obj = [], [], []
     with torch.no_grad():
         for e in episodes:
             ep = store.get_episode(e, keys=[*CAMERAS, "proprio", "object"])
-            per_cam = [torch.cat([encoder(torch.from_numpy(ep[k][i:i + 128])) for i in range(0, len(ep[k]), 128)])
+            per_cam = [torch.cat([encoder(torch.from_numpy(ep[k][i:i + 128]).to(device)) for i in range(0, len(ep[k]), 128)])
                        for k in CAMERAS]
-            feats.append(torch.cat(per_cam, dim=-1).numpy())
+            feats.append(torch.cat(per_cam, dim=-1).cpu().numpy())
             eef.append(ep["proprio"][:, :3])
             obj.append(ep["object"][:, :3])
     return np.concatenate(feats), np.concatenate(eef), np.concatenate(obj)

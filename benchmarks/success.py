@@ -48,7 +48,12 @@ IMAGE_PROFILE = ["policy.encoder.image_width=16", "train.batch_size=32", "data.i
 
 
 def machine() -> str:
-    return f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.node() or 'unknown host'})"
+    desc = f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.node() or 'unknown host'})"
+    import torch
+
+    if torch.cuda.is_available():
+        desc += f" + {torch.cuda.get_device_name(0)}"
+    return desc
 
 
 def ensure_store(task: str, demos: int, image: bool, workers: int, scratch: Path) -> Path:
