@@ -3,9 +3,11 @@
     minmax   x -> 2 (x - min) / (max - min) - 1   into [-1, 1] (diffusion policy's choice for actions)
     meanstd  x -> (x - mean) / std
 
-Statistics broadcast over the last axis (one value per channel). A channel that never
-varies (max == min, std == 0) maps to 0 and back to its constant value, instead of
-dividing by zero. Works on numpy arrays and torch tensors alike; stats are kept as
+Statistics broadcast over the last axis (one value per channel). A channel that (nearly)
+never varies -- range or std below RANGE_EPS, e.g. a gripper never used or a float32
+quaternion component that only jitters -- is centred but not scaled, instead of dividing
+by (almost) zero: scaling 1e-7 of jitter up to [-1, 1] would turn any real deviation at
+deployment into a huge input (diffusion_policy's normaliser uses the same 1e-4 floor). Works on numpy arrays and torch tensors alike; stats are kept as
 float64 numpy arrays and saved to JSON, whose float repr round-trips exactly.
 """
 
@@ -22,7 +24,7 @@ import numpy as np
 from robolearn.errors import UserError
 
 MODES = ("minmax", "meanstd")
-EPS = 1e-8
+RANGE_EPS = 1e-4  # a channel whose range (minmax) or std (meanstd) is below this is not scaled
 
 
 @dataclass
@@ -46,9 +48,9 @@ class KeyStats:
         if mode == "minmax":
             half_range = (b - a) / 2
             offset = a + half_range  # the middle of the range
-            scale = np.where(half_range > EPS, half_range, 1.0)
+            scale = np.where(2 * half_range >= RANGE_EPS, half_range, 1.0)
         else:
-            offset, scale = a, np.where(b > EPS, b, 1.0)
+            offset, scale = a, np.where(b >= RANGE_EPS, b, 1.0)
         return cls(mode, offset, scale, {n: [float(v) for v in np.atleast_1d(stats[n])] for n in needed})
 
 

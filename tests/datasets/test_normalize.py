@@ -31,6 +31,22 @@ def test_minmax_maps_into_unit_range_and_back(stats):
     assert np.allclose(norm.unnormalize("action", z), action, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["minmax", "meanstd"])
+def test_a_channel_that_only_jitters_is_centred_not_blown_up(mode, tmp_path):
+    """A float32 channel that moves by 1e-7 in the demos (a quaternion component, say) must not be
+    scaled by 1e7: a 0.01 deviation at deployment would reach the network as 1e5."""
+    rng = np.random.default_rng(1)
+    x = np.c_[rng.uniform(-1, 1, 200), 0.7 + 1e-7 * rng.normal(size=200)].astype(np.float32)
+    store = EpisodeStore.create(tmp_path / "j.zarr")
+    store.append_episode({"x": x})
+    norm = Normalizer.from_stats(store.stats, {"x": mode})
+    z = norm.normalize("x", x)
+    assert np.abs(z[:, 1]).max() < 1e-5  # centred
+    assert abs(norm.normalize("x", np.array([[0.0, 0.71]], np.float32))[0, 1]) < 0.02  # not amplified
+    assert np.allclose(norm.unnormalize("x", z), x, atol=1e-6)
+    assert np.abs(z[:, 0]).max() > 0.5  # the channel that varies is still scaled
+
+
 def test_meanstd_whitens(stats):
     s, _, state = stats
     norm = Normalizer.from_stats(s, {"state": "meanstd"})
