@@ -22,6 +22,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,7 +148,10 @@ class Daemon:
         self.events.emit("start", 0, self.clock(), robot=self.cfg.name, mode=self.cfg.scheduling.mode,
                          rtc_hook=self.worker.has_prefix_hook)
 
-    def run(self, max_ticks: int | None = None, duration: float | None = None) -> LoopStats:
+    def run(self, max_ticks: int | None = None, duration: float | None = None,
+            on_tick: Callable[[float], None] | None = None) -> LoopStats:
+        """The fixed-rate loop until quit, ``max_ticks`` or ``duration``; ``on_tick(now)`` runs after
+        each tick, outside the measured busy time (a test or benchmark watching the arm)."""
         period = self.cfg.period
         try:
             if self.watchdog is None:
@@ -165,6 +169,8 @@ class Daemon:
                 self.tick(now)
                 end = self.clock()
                 self.stats.busy.append(end - now)
+                if on_tick is not None:
+                    on_tick(now)
                 k += 1
                 if end > t0 + k * period:  # overran into the next period
                     self.stats.deadline_misses += 1

@@ -148,14 +148,7 @@ def run_lift_episode(cfg: RobotConfig, policy, seed: int, realtime: bool = True,
         raise
     t0 = clock()
     if realtime:
-        tick = d.tick
-
-        def tick_and_watch(now: float) -> None:
-            tick(now)
-            watch(now)
-
-        d.tick = tick_and_watch
-        d.run(duration=time_limit)  # shuts the daemon down at the end
+        d.run(duration=time_limit, on_tick=watch)  # shuts the daemon down at the end
     else:
         try:
             while t_success is None and clock() - t0 < time_limit:

@@ -179,3 +179,22 @@ def test_workspace_box_enforced(kin, cleanup):
     assert rej is not None and "reject_workspace" in rej["why"]
     assert drv.violations == []
     assert all(d.cfg.workspace.contains(kin.fk(c.q)) for c in drv.commands)
+
+
+def test_run_calls_on_tick_after_every_tick_and_can_be_stopped_from_it(kin):
+    """The hook a lift benchmark watches the arm through: once per tick, at the tick's time, after the
+    tick, and a quit requested from it ends the loop (the daemon shuts down: the arm is stopped)."""
+    d, drv, clock = fake_daemon(ToyReachPolicy(seed=1), kin)
+    seen = []
+
+    def watch(now):
+        seen.append((now, d.tick_n))
+        if len(seen) == 40:
+            d.request_quit()
+
+    d.run(max_ticks=100, on_tick=watch)
+    assert len(seen) == 40 and d.tick_n == 40  # stopped by the hook, not by max_ticks
+    assert [n for _, n in seen] == list(range(1, 41))
+    assert seen == sorted(seen)
+    assert [round(t, 6) for t, _ in seen] == [round(t, 6) for t in d.stats.tick_start]
+    assert drv.stops and not drv.enabled
