@@ -116,6 +116,7 @@ class Worker:
     since: float  # when it started, then when its current episode started
     ready: bool = False
     job: tuple | None = None
+    eof: bool = False  # its pipe is closed: it is exiting, and waiting on the pipe would return at once
 
 
 # ---------------------------------------------------------------------- worker process
@@ -251,13 +252,14 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     t_ready = None  # when the first worker had loaded its policy and env
     try:
         while len(outcomes) < cfg.episodes:
-            by_conn = {w.results: wid for wid, w in workers.items()}
+            by_conn = {w.results: wid for wid, w in workers.items() if not w.eof}
             for conn in mp.connection.wait(list(by_conn), timeout=0.5):
                 wid = by_conn[conn]
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError):
-                    continue  # the worker is gone: the health check below retires it
+                    workers[wid].eof = True  # gone or going: the health check below retires it once reaped
+                    continue
                 kind = msg[0]
                 if kind == "fatal":
                     raise UserError(msg[2])
