@@ -5,6 +5,7 @@
     python benchmarks/pretrain.py probe                        # linear probe: features -> true state
     python benchmarks/pretrain.py infocon [--task lift]        # InfoCon segments vs the experts' phases
     python benchmarks/pretrain.py downstream --encoder dynamo --source task --demos 10
+    python benchmarks/pretrain.py subgoal --task pick_place_can --subgoal none|infocon|oracle --demos 50
     python benchmarks/pretrain.py table [--import FILE]        # re-render the markdown (merging another
                                                                # machine's pretrain.json rows first)
 
@@ -276,9 +277,52 @@ def downstream(args) -> dict:
     return stamp(row, t0)
 
 
+# --- sub-goal conditioning on InfoCon's key states ------------------------------------------------
+SUBGOAL_LABELS = {"none": None, "infocon": "key_state", "oracle": "phase_end"}
+BC_PROFILE = ["train.batch_size=64", "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.999"]  # success.py's
+
+
+def subgoal(args) -> dict:
+    """State BC on the infocon step's labelled store of --task, trained on --demos demos: without
+    sub-goals, conditioned on InfoCon's key states, or on the experts' true phase ends (an oracle for
+    what perfect key states would give)."""
+    from robolearn.datasets.store import EpisodeStore
+    from robolearn.eval.runner import EvalConfig, evaluate
+    from robolearn.train.config import load_recipe
+    from robolearn.train.run import train
+    from success import TASK_RECIPE
+
+    t0 = time.perf_counter()
+    labelled = args.scratch / "runs" / "pretrain_bench" / f"{args.task}_infocon_labelled.zarr"
+    if not labelled.exists():
+        raise SystemExit(f"{labelled}: no InfoCon-labelled store (run the infocon step for --task {args.task} first)")
+    label = SUBGOAL_LABELS[args.subgoal]
+    if label == "phase_end":
+        store = EpisodeStore.open(labelled, mode="a")
+        if "phase_end" not in store.keys:
+            phase = store.get("phase")
+            end = np.r_[phase[1:] != phase[:-1], True]
+            end[store.episode_ends - 1] = True
+            store.write_labels({"phase_end": end})
+    out = args.scratch / "runs" / "pretrain_bench" / "subgoal" / f"{args.task}_{args.subgoal}_{args.demos}demos"
+    overrides = [f"dataset={labelled}", f"out={out}", f"task={args.task}", f"train.steps={args.policy_steps}",
+                 f"train.checkpoint_every={args.policy_steps}", f"data.episodes={json.dumps(list(range(args.demos)))}",
+                 *BC_PROFILE]
+    if label:
+        overrides += ['policy.subgoal_keys=["state"]', f"policy.subgoal_label={label}"]
+    train(load_recipe(ROOT / "policies" / f"{TASK_RECIPE[args.task]}_bc.toml", overrides))
+    report = evaluate(EvalConfig(checkpoint=str(out / "checkpoints" / "last"), episodes=args.episodes,
+                                 workers=args.workers, out=str(out / "eval")), progress=False)
+    row = {"task": args.task, "subgoal": args.subgoal, "demos": args.demos, "policy_steps": args.policy_steps,
+           "episodes": args.episodes, "success_rate": report["success_rate"], "wilson95": report["wilson95"],
+           "overrides": overrides}
+    return stamp(row, t0)
+
+
 # --- results -----------------------------------------------------------------------------------------
 KEYS = {"encoders": ("task", "profile", "method", "source"), "probe": ("task", "profile", "encoder"),
-        "downstream": ("task", "profile", "encoder", "source", "demos"), "infocon": ("task",)}
+        "downstream": ("task", "profile", "encoder", "source", "demos"), "infocon": ("task",),
+        "subgoal": ("task", "subgoal", "demos")}
 
 
 def load_results(path: Path) -> dict:
@@ -362,6 +406,15 @@ def render(data: dict, results: Path) -> str:
         out.append(f"| {r['task']} | {r['episodes']} | {r['true_phases_per_demo']} | {r['concepts_used']} | {a['ari']:.3f} | "
                    f"{b['ari']:.3f} | {a['ari_pooled']:.3f} | {b['ari_pooled']:.3f} | {a['key_state_error_steps']:.1f} | "
                    f"{b['key_state_error_steps']:.1f} |")
+    out += ["", "## Sub-goal conditioning on InfoCon's key states (state BC, 50 eval episodes)", "",
+            "BC whose actions are conditioned on its own prediction of the state at the next key state",
+            "(policy.subgoal_keys), the key states taken from InfoCon's labels or from the experts' true",
+            "phase ends (oracle), against plain BC; success.py's CPU BC profile.", "",
+            "| task | sub-goals | demos | policy steps | success (95% CI) | wall s |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(data.get("subgoal", []), key=lambda r: (r["task"], r["demos"], list(SUBGOAL_LABELS).index(r["subgoal"]))):
+        lo, hi = r["wilson95"]
+        out.append(f"| {r['task']} | {r['subgoal']} | {r['demos']} | {r['policy_steps']} | "
+                   f"{r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {r['wall_s']} |")
     text = "\n".join(out) + "\n"
     (results / "pretrain.md").write_text(text)
     return text
@@ -369,7 +422,7 @@ def render(data: dict, results: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["stores", "encoders", "probe", "infocon", "downstream", "table"])
+    p.add_argument("step", choices=["stores", "encoders", "probe", "infocon", "downstream", "subgoal", "table"])
     p.add_argument("--task", default="lift", choices=sorted(TASK_DEMOS), help="the task imitated (and left out of multitask)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="cpu budget, or the larger gpu variant")
     p.add_argument("--store", choices=["task", "multitask", "both"], default="both", help="stores step: which to make")
@@ -378,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sources", default="task,multitask", help="probe step: which pretraining sources to probe")
     p.add_argument("--steps", type=int, default=2000, help="pretraining steps")
     p.add_argument("--encoder", default="scratch", help="downstream step: scratch or a method name")
+    p.add_argument("--subgoal", choices=list(SUBGOAL_LABELS), default="infocon", help="subgoal step: which key states")
     p.add_argument("--demos", type=int, default=50)
     p.add_argument("--policy-steps", type=int, default=2000)
     p.add_argument("--episodes", type=int, default=50)
@@ -402,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         merge("infocon", [infocon(args)], args.results)
     elif args.step == "downstream":
         merge("downstream", [downstream(args)], args.results)
+    elif args.step == "subgoal":
+        merge("subgoal", [subgoal(args)], args.results)
     elif args.import_path is not None:
         import_rows(args.import_path, args.results)
     print(render(load_results(args.results / "pretrain.json"), args.results))

@@ -9,7 +9,10 @@ One window per time step t of the selected episodes:
 
 Per-step labels named in `mask_keys` (e.g. `extraneous`) come along over the action
 window, a per-episode weight (EIL / OOD-IL) as `weight`, and per-episode metadata
-named in `meta_fields` (e.g. `instruction` for language goals) as `meta`.
+named in `meta_fields` (e.g. `instruction` for language goals) as `meta`. With
+`subgoal_keys`, `subgoal` holds those low-dim keys' values at the next key state (the
+first step >= t flagged in the bool label `subgoal_label`, e.g. InfoCon's `key_state`;
+an episode's last step always counts as one): the sub-goal a CoTPC-style head predicts.
 
 Low-dim keys are always held in RAM (they are small and reading a few rows from a
 compressed chunk costs far more than they do); camera frames are read from the store
@@ -44,6 +47,8 @@ class WindowDataset:
         weights: str | np.ndarray | Sequence[float] | None = None,
         meta_fields: Sequence[str] = (),
         obs_future: int = 0,
+        subgoal_keys: Sequence[str] = (),
+        subgoal_label: str = "key_state",
     ):
         """``obs_future`` > 0 appends that many future observation steps (pretraining objectives that
         predict o_{t+1..t+Tf}); ``obs_is_pad`` then flags the steps repeated past the episode end."""
@@ -62,8 +67,9 @@ class WindowDataset:
         self.meta_fields = list(meta_fields)
 
         s = self._store
+        self.subgoal_keys = list(subgoal_keys)
         self._step_keys = [*self.obs_keys, *([action_key] if action_key else []), *self.mask_keys]
-        for key in self._step_keys:
+        for key in [*self._step_keys, *self.subgoal_keys, *([subgoal_label] if self.subgoal_keys else [])]:
             if key not in s.keys:
                 raise UserError(f"{self._path}: no data key {key!r} (store has {', '.join(s.keys) or 'none'})")
         self.episodes = np.arange(s.n_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
@@ -83,6 +89,7 @@ class WindowDataset:
         self._weights = self._resolve_weights(weights)
         self._meta = {f: s.meta_column(f) for f in self.meta_fields}
         self._image_keys = [k for k in self.obs_keys if is_image_array(s.array(k))]
+        self._subgoal = self._next_key_values(subgoal_label) if self.subgoal_keys else {}
         self._ram: dict[str, np.ndarray] = {}
         for key in self._step_keys:
             if key not in self._image_keys or in_ram:
@@ -99,6 +106,24 @@ class WindowDataset:
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise UserError(f"{self._path}: per-episode weights must be finite and >= 0")
         return w
+
+    def _next_key_values(self, label: str) -> dict[str, np.ndarray]:
+        """{key: (n_steps, ...)}: each step's value of ``key`` at the first key state at or after it."""
+        s = self._store
+        if s.array(label).ndim != 1:
+            raise UserError(f"{self._path}: sub-goal label {label!r} must be one flag per step, got shape {s.array(label).shape}")
+        is_key = s.get(label).astype(bool)
+        is_key[s.episode_ends - 1] = True  # an episode's end is always a key state
+        steps = np.arange(len(is_key))
+        # next key index: the minimum over later flagged steps, scanned from the end (never crosses
+        # an episode, since every episode's last step is flagged)
+        nxt = np.minimum.accumulate(np.where(is_key, steps, len(is_key))[::-1])[::-1]
+        out = {}
+        for key in self.subgoal_keys:
+            if is_image_array(s.array(key)):
+                raise UserError(f"{self._path}: sub-goal key {key!r} is a camera; sub-goals are low-dim keys")
+            out[key] = s.get(key)[nxt].astype(np.float32)
+        return out
 
     @property
     def store(self) -> EpisodeStore:
@@ -161,6 +186,9 @@ class WindowDataset:
         if self.action_key:
             item["action"] = self._rows(self.action_key, act_idx).astype(np.float32)
             item["action_is_pad"] = act_range > act_idx
+        if self._subgoal:
+            g = int(self._index[i, 0])  # global step of t
+            item["subgoal"] = {k: v[g] for k, v in self._subgoal.items()}
         if self.obs_future:  # True where a step past the episode end repeats the last frame
             g = int(self._index[i, 0])  # global step of t
             item["obs_is_pad"] = np.arange(g - self.obs_horizon + 1, g + self.obs_future + 1) > obs_idx

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robolearn.errors import UserError
+from robolearn.nn.mlp import mlp
 from robolearn.nn.normalizer import Normalizer, select_stats
 from robolearn.nn.obs_encoder import EncoderConfig, load_pretrained
 from robolearn.policies.config_io import from_dict, to_dict
@@ -56,6 +57,12 @@ class PolicyConfig:
     obs_norm: str = "minmax"
     mask_padded_actions: bool = True  # padded steps past the episode end do not count in the loss
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # Sub-goal conditioning (CoTPC-style, on InfoCon's key states): the head predicts these low-dim
+    # keys' values at the next key state (store label `subgoal_label`, e.g. InfoCon's key_state) from
+    # its observation features, and conditions its actions on that prediction. [] = off.
+    subgoal_keys: list[str] = field(default_factory=list)
+    subgoal_label: str = "key_state"
+    subgoal_coef: float = 1.0  # weight of the sub-goal regression loss
 
     def validate(self, where: str = "policy") -> None:
         if self.n_action_steps > self.horizon or self.n_action_steps < 1:
@@ -67,6 +74,11 @@ class PolicyConfig:
         for k in self.image_keys:
             if k not in self.obs_keys:
                 raise UserError(f"{where}.image_keys: {k!r} is not in obs_keys")
+        for k in self.subgoal_keys:
+            if k in self.image_keys:
+                raise UserError(f"{where}.subgoal_keys: {k!r} is a camera; sub-goals are low-dim keys")
+        if self.subgoal_coef < 0:
+            raise UserError(f"{where}.subgoal_coef: expected >= 0, got {self.subgoal_coef}")
 
     @property
     def lowdim_keys(self) -> list[str]:
@@ -107,18 +119,22 @@ def policy_class(method: str) -> type[Policy]:
 class Policy(nn.Module):
     config_class: type[PolicyConfig] = PolicyConfig
     method: str = ""
+    supports_subgoal: bool = False  # heads that call build_subgoal / with_subgoal / total_loss
 
     def __init__(self, config: PolicyConfig, stats: dict[str, dict]):
         super().__init__()
         config.method = self.method
         config.validate()
-        for k in config.obs_keys:
+        for k in [*config.obs_keys, *config.subgoal_keys]:
             if k not in config.obs_shapes:
                 raise UserError(f"policy.obs_shapes: no shape for obs key {k!r}")
         if config.action_dim < 1:
             raise UserError("policy.action_dim: expected >= 1 (set it or build the policy from a store)")
+        if config.subgoal_keys and not self.supports_subgoal:
+            raise UserError(f"policy.subgoal_keys: the {self.method!r} head has no sub-goal conditioning (bc and diffusion do)")
         self.config = config
         self.normalizer = Normalizer(stats)
+        self.subgoal_head: nn.Module | None = None  # set by build_subgoal
 
     # --- the protocol -------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -173,6 +189,51 @@ class Policy(nn.Module):
         weight = batch["weight"].float().reshape(b) if "weight" in batch else torch.ones_like(per_sample)
         return (per_sample * weight).mean()
 
+    # --- sub-goal conditioning (config.subgoal_keys) ---------------------------------------
+    def build_subgoal(self, cond_dim: int, hidden: int = 256) -> int:
+        """Call from a head's __init__ with the size of its conditioning vector; returns how much
+        the sub-goal adds to it (0 when off). The predictor sees what the action head sees."""
+        dim = sum(int(self.config.obs_shapes[k][-1]) for k in self.config.subgoal_keys)
+        self.subgoal_head = mlp(cond_dim, [hidden, hidden], dim) if dim else None
+        return dim
+
+    def with_subgoal(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, D) conditioning -> (B, D + Dg) with the predicted (normalised) sub-goal, and that
+        prediction; unchanged and None when sub-goals are off."""
+        if self.subgoal_head is None:
+            return cond, None
+        pred = self.subgoal_head(cond)
+        return torch.cat([cond, pred], dim=-1), pred
+
+    def subgoal_loss(self, pred: torch.Tensor | None, batch: dict) -> dict[str, torch.Tensor]:
+        """MSE between the predicted and the true next-key-state values (normalised like the obs),
+        per-sample weighted; {} when sub-goals are off."""
+        if pred is None:
+            return {}
+        if "subgoal" not in batch:
+            raise UserError("batch: no 'subgoal' (train on a store with sub-goal labels; see policy.subgoal_keys)")
+        target = torch.cat([self.normalizer.normalize(k, batch["subgoal"][k].float().to(pred.device))
+                            for k in self.config.subgoal_keys], dim=-1)
+        per_sample = (pred - target).pow(2).mean(-1)
+        weight = batch["weight"].float().reshape(-1) if "weight" in batch else torch.ones_like(per_sample)
+        return {"subgoal_loss": (per_sample * weight).mean()}
+
+    def unnormalize_subgoal(self, pred: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A predicted (normalised) sub-goal (B, Dg) -> {key: (B, D) in the store's units}."""
+        out, i = {}, 0
+        for k in self.config.subgoal_keys:
+            d = int(self.config.obs_shapes[k][-1])
+            out[k] = self.normalizer.unnormalize(k, pred[:, i:i + d])
+            i += d
+        return out
+
+    def total_loss(self, action_loss: torch.Tensor, pred: torch.Tensor | None, batch: dict) -> dict[str, torch.Tensor]:
+        """{"loss": action loss (+ subgoal_coef x sub-goal loss), and each part for the logs}."""
+        extra = self.subgoal_loss(pred, batch)
+        if not extra:
+            return {"loss": action_loss}
+        return {"loss": action_loss + self.config.subgoal_coef * extra["subgoal_loss"], "action_loss": action_loss, **extra}
+
     # --- checkpoints ---------------------------------------------------------------------
     def write_files(self, path: Path) -> None:
         """Write the three policy files into an existing directory (not atomic; see save)."""
@@ -207,7 +268,7 @@ def make_policy(config: PolicyConfig, store_stats: dict[str, dict]) -> Policy:
     """Build a fresh policy whose normaliser takes the needed keys from ``store_stats``."""
     cls = policy_class(config.method)
     modes = {config.action_key: config.action_norm}
-    modes.update({k: config.obs_norm for k in config.lowdim_keys})
+    modes.update({k: config.obs_norm for k in [*config.lowdim_keys, *config.subgoal_keys]})
     policy = cls(config, select_stats(store_stats, modes))
     if config.encoder.pretrained and hasattr(policy, "encoder"):
         load_pretrained(policy.encoder, config.encoder.pretrained, config.encoder.freeze_pretrained)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from robolearn.errors import UserError
 from robolearn.nn.mlp import mlp
 from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.policies.base import Policy, PolicyConfig, register_policy
@@ -24,6 +25,7 @@ class BCConfig(PolicyConfig):
 @register_policy("bc")
 class BCPolicy(Policy):
     config_class = BCConfig
+    supports_subgoal = True
 
     def __init__(self, config: BCConfig, stats: dict[str, dict]):
         super().__init__(config, stats)
@@ -31,21 +33,32 @@ class BCPolicy(Policy):
         lowdim = {k: c.obs_shapes[k][-1] for k in c.lowdim_keys}
         images = {k: c.obs_shapes[k] for k in c.image_keys}
         self.encoder = ObsEncoder(c.encoder, lowdim, images)
-        self.head = mlp(self.encoder.out_dim * c.obs_horizon, c.hidden, c.horizon * c.action_dim)
+        cond_dim = self.encoder.out_dim * c.obs_horizon
+        cond_dim += self.build_subgoal(cond_dim)  # + the predicted sub-goal, when subgoal_keys are set
+        self.head = mlp(cond_dim, c.hidden, c.horizon * c.action_dim)
         self.dropout = torch.nn.Dropout(c.dropout)
 
-    def _predict_normalized(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _predict_normalized(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         feats = rearrange(self.encoder(obs), "b t d -> b (t d)")  # (B, To*D)
-        out = self.head(self.dropout(feats))
-        return rearrange(out, "b (t a) -> b t a", t=self.config.horizon)  # (B, T, Da)
+        cond, subgoal = self.with_subgoal(feats)
+        out = self.head(self.dropout(cond))
+        return rearrange(out, "b (t a) -> b t a", t=self.config.horizon), subgoal  # (B, T, Da)
 
     def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         target = self.normalized_actions(batch)  # (B, T, Da)
-        pred = self._predict_normalized(self.prepare_obs(batch["obs"]))
+        pred, subgoal = self._predict_normalized(self.prepare_obs(batch["obs"]))
         loss = self.chunk_loss(F.mse_loss(pred, target, reduction="none"), batch)
-        return {"loss": loss}
+        return self.total_loss(loss, subgoal, batch)
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict[str, torch.Tensor], goal: Any = None) -> torch.Tensor:
-        pred = self._predict_normalized(self.prepare_obs(obs))
+        pred, _ = self._predict_normalized(self.prepare_obs(obs))
         return self.normalizer.unnormalize(self.config.action_key, pred)  # (B, T, Da)
+
+    @torch.no_grad()
+    def predict_subgoal(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The sub-goal the actions are conditioned on: {key: (B, D)} (policy.subgoal_keys)."""
+        _, subgoal = self._predict_normalized(self.prepare_obs(obs))
+        if subgoal is None:
+            raise UserError("predict_subgoal: this policy was trained without policy.subgoal_keys")
+        return self.unnormalize_subgoal(subgoal)

@@ -52,11 +52,14 @@ class DiffusionConfig(PolicyConfig):
             raise UserError(f"{where}.horizon: must be a multiple of {factor} for down_dims {self.down_dims}")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
             raise UserError(f"{where}.num_inference_steps: expected 1..{self.num_train_timesteps}")
+        if self.subgoal_keys and self.denoiser != "unet":
+            raise UserError(f"{where}.subgoal_keys: sub-goal conditioning needs denoiser = 'unet' (a global FiLM vector)")
 
 
 @register_policy("diffusion")
 class DiffusionPolicy(Policy):
     config_class = DiffusionConfig
+    supports_subgoal = True
 
     def __init__(self, config: DiffusionConfig, stats: dict[str, dict]):
         super().__init__(config, stats)
@@ -65,9 +68,9 @@ class DiffusionPolicy(Policy):
         images = {k: c.obs_shapes[k] for k in c.image_keys}
         self.encoder = ObsEncoder(c.encoder, lowdim, images)
         if c.denoiser == "unet":
-            self.denoiser = ConditionalUnet1D(
-                c.action_dim, self.encoder.out_dim * c.obs_horizon, c.down_dims, c.step_embed_dim, c.kernel_size, c.n_groups
-            )
+            cond_dim = self.encoder.out_dim * c.obs_horizon
+            cond_dim += self.build_subgoal(cond_dim)  # + the predicted sub-goal, when subgoal_keys are set
+            self.denoiser = ConditionalUnet1D(c.action_dim, cond_dim, c.down_dims, c.step_embed_dim, c.kernel_size, c.n_groups)
         else:
             self.denoiser = TransformerDenoiser(
                 c.action_dim, self.encoder.out_dim, c.horizon, c.obs_horizon, c.d_model, c.n_heads, c.n_layers, c.dropout
@@ -81,21 +84,30 @@ class DiffusionPolicy(Policy):
         self.train_scheduler = DDPMScheduler(**sched)
         self.infer_scheduler = DDIMScheduler(**sched, set_alpha_to_one=True, steps_offset=0)
 
-    def _cond(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _cond(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Conditioning for the denoiser, and the predicted sub-goal (None when off)."""
         feats = self.encoder(obs)  # (B, To, D)
         if self.config.denoiser == "unet":
-            return rearrange(feats, "b t d -> b (t d)")  # global FiLM vector
-        return feats  # cond tokens
+            return self.with_subgoal(rearrange(feats, "b t d -> b (t d)"))  # global FiLM vector
+        return feats, None  # cond tokens
 
     def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         actions = self.normalized_actions(batch)  # (B, T, Da)
-        cond = self._cond(self.prepare_obs(batch["obs"]))
+        cond, subgoal = self._cond(self.prepare_obs(batch["obs"]))
         noise = torch.randn_like(actions)
         t = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
         noisy = self.train_scheduler.add_noise(actions, noise, t)
         pred = self.denoiser(noisy, t, cond)
         target = noise if self.config.prediction_type == "epsilon" else actions
-        return {"loss": self.chunk_loss(F.mse_loss(pred, target, reduction="none"), batch)}
+        return self.total_loss(self.chunk_loss(F.mse_loss(pred, target, reduction="none"), batch), subgoal, batch)
+
+    @torch.no_grad()
+    def predict_subgoal(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The sub-goal the actions are conditioned on: {key: (B, D)} (policy.subgoal_keys)."""
+        _, subgoal = self._cond(self.prepare_obs(obs))
+        if subgoal is None:
+            raise UserError("predict_subgoal: this policy was trained without policy.subgoal_keys")
+        return self.unnormalize_subgoal(subgoal)
 
     @torch.no_grad()
     def predict_action_chunk(
@@ -115,7 +127,7 @@ class DiffusionPolicy(Policy):
 
         Measured on a bimodal toy target: replacement alone continued the prefix's mode in 44-88% of
         samples, replacement + guidance 1.0 in 88-100%."""
-        cond = self._cond(self.prepare_obs(obs))
+        cond, _ = self._cond(self.prepare_obs(obs))
         b = cond.shape[0]
         x = torch.randn(b, self.config.horizon, self.config.action_dim, device=cond.device, generator=generator)
         n_fixed = min(int(prefix_len), self.config.horizon) if prefix is not None else 0

@@ -24,15 +24,18 @@ def open_training_data(run: RunConfig):
         raise UserError("dataset: no store given (set `dataset = \"PATH\"` in the recipe or dataset=PATH)")
     store = EpisodeStore.open(run.dataset, mode="r")
     cfg: PolicyConfig = run.policy
-    for key in [*cfg.obs_keys, cfg.action_key, *run.data.mask_keys]:
+    for key in [*cfg.obs_keys, cfg.action_key, *run.data.mask_keys, *cfg.subgoal_keys]:
         if key not in store.keys:
             raise UserError(f"{run.dataset}: no data key {key!r} needed by the recipe (store has {', '.join(store.keys)})")
+    if cfg.subgoal_keys and cfg.subgoal_label not in store.keys:
+        raise UserError(f"{run.dataset}: no sub-goal label {cfg.subgoal_label!r} for policy.subgoal_keys (label the store "
+                        f"first, e.g. `robolearn pretrain --recipe policies/lift_infocon_pretrain.toml dataset=STORE`)")
     for f in run.data.meta_fields + ([run.data.weights] if run.data.weights else []):
         if f not in store.meta_fields:
             raise UserError(f"{run.dataset}: no episode meta field {f!r} needed by the recipe (store has {store.meta_fields})")
     if store.n_episodes == 0:
         raise UserError(f"{run.dataset}: the store has no episodes")
-    shapes = {k: [int(s) for s in store.array(k).shape[1:]] for k in cfg.obs_keys}
+    shapes = {k: [int(s) for s in store.array(k).shape[1:]] for k in [*cfg.obs_keys, *cfg.subgoal_keys]}
     images = [k for k in cfg.obs_keys if is_image_array(store.array(k))]
     if cfg.image_keys and sorted(cfg.image_keys) != sorted(images):
         raise UserError(f"policy.image_keys: recipe says {cfg.image_keys}, store images among obs_keys are {images}")
@@ -47,7 +50,7 @@ def open_training_data(run: RunConfig):
     run.task = run.task or str(attrs.get("task", "") or "task")
 
     stats = store.stats
-    if any(k not in stats for k in [cfg.action_key, *cfg.lowdim_keys]):
+    if any(k not in stats for k in [cfg.action_key, *cfg.lowdim_keys, *cfg.subgoal_keys]):
         log.info("store stats missing some keys; recomputing")
         stats = store.compute_stats()
     dataset = WindowDataset(
@@ -61,6 +64,8 @@ def open_training_data(run: RunConfig):
         mask_keys=run.data.mask_keys,
         weights=run.data.weights or None,
         meta_fields=run.data.meta_fields,
+        subgoal_keys=cfg.subgoal_keys,
+        subgoal_label=cfg.subgoal_label,
     )
     return dataset, stats
 
