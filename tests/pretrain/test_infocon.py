@@ -69,6 +69,34 @@ def test_infocon_labels_the_store_with_monotone_concepts_that_match_the_phases(t
     assert summary["infocon"]["ari"] == pytest.approx(ours["ari"]) and summary["fixed_length"]["k"] == 3
 
 
+def test_a_policy_trains_on_infocon_key_states_as_sub_goals(tmp_path, tiny_recipe, to_toml):
+    """The labels InfoCon writes are what policy.subgoal_keys consumes: label a store, then train BC
+    conditioned on the predicted next key state, through the same trainer as any policy."""
+    from robolearn.policies import load_policy
+    from robolearn.policies.bc import BCConfig
+    from robolearn.train.config import RunConfig, TrainConfig
+    from robolearn.train.run import train
+
+    store = make_phase_store(tmp_path / "phases.zarr", n_episodes=8)
+    recipe = tiny_recipe(store, "infocon", tmp_path / "infocon", pretrain=SMALL, train={"steps": 150, "batch_size": 32})
+    (tmp_path / "r.toml").write_text(to_toml(recipe))
+    pretrain(load_pretrain_recipe(tmp_path / "r.toml"))
+
+    run = RunConfig(dataset=store, method="bc", out=str(tmp_path / "bc"), device="cpu",
+                    policy=BCConfig(obs_keys=["state"], subgoal_keys=["state"], hidden=[32, 32], horizon=8, n_action_steps=4),
+                    train=TrainConfig(steps=200, batch_size=32, lr=1e-3, warmup_steps=5, log_every=1, checkpoint_every=200,
+                                      progress=False, tensorboard=False))
+    train(run)
+    log = [json.loads(line) for line in (tmp_path / "bc" / "train_log.jsonl").read_text().splitlines()]
+    sub = [r["subgoal_loss"] for r in log]
+    assert np.mean(sub[-20:]) < 0.5 * np.mean(sub[:10])
+    policy = load_policy(tmp_path / "bc" / "checkpoints" / "last")
+    s = EpisodeStore.open(store)
+    obs = {"state": np.stack([s.get("state")[:2]])}  # the first two steps of episode 0: observations only
+    assert policy.predict_action_chunk(obs).shape == (1, 8, 2)
+    assert policy.predict_subgoal(obs)["state"].shape == (1, 2)
+
+
 def test_infocon_refuses_cameras():
     with pytest.raises(UserError, match="low-dim"):
         InfoConConfig(obs_keys=["cam", "state"], image_keys=["cam"]).validate()
