@@ -66,3 +66,13 @@ def test_probe_scores_on_held_out_episodes_only(task):
     held = bench.probe_episodes(task)
     assert len(held) == 50 and max(held) == bench.TASK_DEMOS[task] - 1
     assert not set(held) & set(bench.PRETRAIN_EPISODES)
+
+
+def test_subgoal_rows_render_in_label_order(tmp_path):
+    rows = [{"task": "pick_place_can", "subgoal": v, "demos": 50, "policy_steps": 3000, "episodes": 50,
+             "success_rate": rate, "wilson95": [0.1, 0.9], "wall_s": 1.0}
+            for v, rate in (("oracle", 0.7), ("none", 0.5), ("infocon", 0.6))]
+    bench.merge("subgoal", rows, tmp_path)
+    table = bench.render(bench.load_results(tmp_path / "pretrain.json"), tmp_path)
+    lines = [line for line in table.splitlines() if line.startswith("| pick_place_can |")]
+    assert [line.split(" | ")[1] for line in lines] == ["none", "infocon", "oracle"]
