@@ -304,16 +304,16 @@ def subgoal(args) -> dict:
             end = np.r_[phase[1:] != phase[:-1], True]
             end[store.episode_ends - 1] = True
             store.write_labels({"phase_end": end})
-    out = args.scratch / "runs" / "pretrain_bench" / "subgoal" / f"{args.task}_{args.subgoal}_{args.demos}demos"
+    out = args.scratch / "runs" / "pretrain_bench" / "subgoal" / f"{args.task}_{args.subgoal}_{args.demos}demos_seed{args.seed}"
     overrides = [f"dataset={labelled}", f"out={out}", f"task={args.task}", f"train.steps={args.policy_steps}",
                  f"train.checkpoint_every={args.policy_steps}", f"data.episodes={json.dumps(list(range(args.demos)))}",
-                 *BC_PROFILE]
+                 f"train.seed={args.seed}", *BC_PROFILE]
     if label:
         overrides += ['policy.subgoal_keys=["state"]', f"policy.subgoal_label={label}"]
     train(load_recipe(ROOT / "policies" / f"{TASK_RECIPE[args.task]}_bc.toml", overrides))
     report = evaluate(EvalConfig(checkpoint=str(out / "checkpoints" / "last"), episodes=args.episodes,
                                  workers=args.workers, out=str(out / "eval")), progress=False)
-    row = {"task": args.task, "subgoal": args.subgoal, "demos": args.demos, "policy_steps": args.policy_steps,
+    row = {"task": args.task, "subgoal": args.subgoal, "demos": args.demos, "seed": args.seed, "policy_steps": args.policy_steps,
            "episodes": args.episodes, "success_rate": report["success_rate"], "wilson95": report["wilson95"],
            "overrides": overrides}
     return stamp(row, t0)
@@ -322,7 +322,7 @@ def subgoal(args) -> dict:
 # --- results -----------------------------------------------------------------------------------------
 KEYS = {"encoders": ("task", "profile", "method", "source"), "probe": ("task", "profile", "encoder"),
         "downstream": ("task", "profile", "encoder", "source", "demos"), "infocon": ("task",),
-        "subgoal": ("task", "subgoal", "demos")}
+        "subgoal": ("task", "subgoal", "demos", "seed")}
 
 
 def load_results(path: Path) -> dict:
@@ -331,6 +331,8 @@ def load_results(path: Path) -> dict:
         for r in data.get(section, []):
             r.setdefault("task", "lift")
             r.setdefault("profile", "cpu")
+    for r in data.get("subgoal", []):
+        r.setdefault("seed", 0)
     return data
 
 
@@ -410,11 +412,25 @@ def render(data: dict, results: Path) -> str:
             "BC whose actions are conditioned on its own prediction of the state at the next key state",
             "(policy.subgoal_keys), the key states taken from InfoCon's labels or from the experts' true",
             "phase ends (oracle), against plain BC; success.py's CPU BC profile.", "",
-            "| task | sub-goals | demos | policy steps | success (95% CI) | wall s |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in sorted(data.get("subgoal", []), key=lambda r: (r["task"], r["demos"], list(SUBGOAL_LABELS).index(r["subgoal"]))):
+            "| task | sub-goals | demos | policy steps | seed | success (95% CI) | wall s |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(data.get("subgoal", []), key=lambda r: (r["task"], r["demos"], list(SUBGOAL_LABELS).index(r["subgoal"]), r["seed"])):
         lo, hi = r["wilson95"]
-        out.append(f"| {r['task']} | {r['subgoal']} | {r['demos']} | {r['policy_steps']} | "
+        out.append(f"| {r['task']} | {r['subgoal']} | {r['demos']} | {r['policy_steps']} | {r['seed']} | "
                    f"{r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {r['wall_s']} |")
+    groups: dict[tuple, list[dict]] = {}
+    for r in data.get("subgoal", []):
+        groups.setdefault((r["task"], r["demos"], r["subgoal"]), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):  # pooled over training seeds
+        out += ["", "Pooled over training seeds:", "", "| task | sub-goals | demos | seeds | successes / episodes | rate (95% CI) |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        from robolearn.eval.metrics import wilson_interval
+
+        for (task, demos, sub), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], list(SUBGOAL_LABELS).index(kv[0][2]))):
+            k = sum(round(r["success_rate"] * r["episodes"]) for r in g)
+            n = sum(r["episodes"] for r in g)
+            lo, hi = wilson_interval(k, n)
+            out.append(f"| {task} | {sub} | {demos} | {len(g)} | {k} / {n} | {k / n:.2f} ({lo:.2f}-{hi:.2f}) |")
     text = "\n".join(out) + "\n"
     (results / "pretrain.md").write_text(text)
     return text
@@ -432,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=2000, help="pretraining steps")
     p.add_argument("--encoder", default="scratch", help="downstream step: scratch or a method name")
     p.add_argument("--subgoal", choices=list(SUBGOAL_LABELS), default="infocon", help="subgoal step: which key states")
+    p.add_argument("--seed", type=int, default=0, help="subgoal step: training seed")
     p.add_argument("--demos", type=int, default=50)
     p.add_argument("--policy-steps", type=int, default=2000)
     p.add_argument("--episodes", type=int, default=50)

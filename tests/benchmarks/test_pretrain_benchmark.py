@@ -69,10 +69,14 @@ def test_probe_scores_on_held_out_episodes_only(task):
 
 
 def test_subgoal_rows_render_in_label_order(tmp_path):
-    rows = [{"task": "pick_place_can", "subgoal": v, "demos": 50, "policy_steps": 3000, "episodes": 50,
+    rows = [{"task": "pick_place_can", "subgoal": v, "demos": 50, "seed": 0, "policy_steps": 3000, "episodes": 50,
              "success_rate": rate, "wilson95": [0.1, 0.9], "wall_s": 1.0}
             for v, rate in (("oracle", 0.7), ("none", 0.5), ("infocon", 0.6))]
     bench.merge("subgoal", rows, tmp_path)
     table = bench.render(bench.load_results(tmp_path / "pretrain.json"), tmp_path)
     lines = [line for line in table.splitlines() if line.startswith("| pick_place_can |")]
     assert [line.split(" | ")[1] for line in lines] == ["none", "infocon", "oracle"]
+    assert "Pooled" not in table  # one seed each: nothing to pool
+    bench.merge("subgoal", [{**rows[1], "seed": 1, "success_rate": 0.7}], tmp_path)
+    table = bench.render(bench.load_results(tmp_path / "pretrain.json"), tmp_path)
+    assert "| pick_place_can | none | 50 | 2 | 60 / 100 | 0.60 (" in table
