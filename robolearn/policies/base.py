@@ -218,6 +218,18 @@ class Policy(nn.Module):
         weight = batch["weight"].float().reshape(-1) if "weight" in batch else torch.ones_like(per_sample)
         return {"subgoal_loss": (per_sample * weight).mean()}
 
+    def normalized_subgoal(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The head's sub-goal prediction (B, Dg) from prepared obs; None when off or unsupported."""
+        return None
+
+    @torch.no_grad()
+    def predict_subgoal(self, obs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The sub-goal the actions are conditioned on, {key: (B, D)} in the store's units."""
+        pred = self.normalized_subgoal(self.prepare_obs(obs))
+        if pred is None:
+            raise UserError("predict_subgoal: this policy was trained without policy.subgoal_keys")
+        return self.unnormalize_subgoal(pred)
+
     def unnormalize_subgoal(self, pred: torch.Tensor) -> dict[str, torch.Tensor]:
         """A predicted (normalised) sub-goal (B, Dg) -> {key: (B, D) in the store's units}."""
         out, i = {}, 0

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from robolearn.errors import UserError
 from robolearn.nn.mlp import mlp
 from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.policies.base import Policy, PolicyConfig, register_policy
@@ -55,10 +54,5 @@ class BCPolicy(Policy):
         pred, _ = self._predict_normalized(self.prepare_obs(obs))
         return self.normalizer.unnormalize(self.config.action_key, pred)  # (B, T, Da)
 
-    @torch.no_grad()
-    def predict_subgoal(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The sub-goal the actions are conditioned on: {key: (B, D)} (policy.subgoal_keys)."""
-        _, subgoal = self._predict_normalized(self.prepare_obs(obs))
-        if subgoal is None:
-            raise UserError("predict_subgoal: this policy was trained without policy.subgoal_keys")
-        return self.unnormalize_subgoal(subgoal)
+    def normalized_subgoal(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return self._predict_normalized(obs)[1]

@@ -101,13 +101,8 @@ class DiffusionPolicy(Policy):
         target = noise if self.config.prediction_type == "epsilon" else actions
         return self.total_loss(self.chunk_loss(F.mse_loss(pred, target, reduction="none"), batch), subgoal, batch)
 
-    @torch.no_grad()
-    def predict_subgoal(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The sub-goal the actions are conditioned on: {key: (B, D)} (policy.subgoal_keys)."""
-        _, subgoal = self._cond(self.prepare_obs(obs))
-        if subgoal is None:
-            raise UserError("predict_subgoal: this policy was trained without policy.subgoal_keys")
-        return self.unnormalize_subgoal(subgoal)
+    def normalized_subgoal(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return self._cond(obs)[1]
 
     @torch.no_grad()
     def predict_action_chunk(
