@@ -257,7 +257,7 @@ def downstream(args) -> dict:
     t0 = time.perf_counter()
     prof = PROFILES[args.profile]
     source = args.source if args.encoder != "scratch" else "-"
-    name = f"{args.task}_{args.encoder}_{args.source}_{args.demos}demos"
+    name = f"{args.task}_{args.encoder}_{args.source}_{args.demos}demos_{args.policy_steps}steps"
     out = runs_dir(args.scratch, args.profile) / "downstream" / name
     # the lift image diffusion recipe, pointed at the task's store (its task key picks the eval env)
     overrides = [f"dataset={task_store(args.scratch, args.task)}", f"out={out}", f"task={args.task}",
@@ -321,7 +321,7 @@ def subgoal(args) -> dict:
 
 # --- results -----------------------------------------------------------------------------------------
 KEYS = {"encoders": ("task", "profile", "method", "source"), "probe": ("task", "profile", "encoder"),
-        "downstream": ("task", "profile", "encoder", "source", "demos"), "infocon": ("task",),
+        "downstream": ("task", "profile", "encoder", "source", "demos", "policy_steps"), "infocon": ("task",),
         "subgoal": ("task", "subgoal", "demos", "seed")}
 
 
@@ -391,7 +391,7 @@ def render(data: dict, results: Path) -> str:
         out += ["", f"### Downstream: image diffusion policy on {task}, encoder frozen when pretrained", "",
                 "| encoder | pretrained on | demos | policy steps | eval episodes (max steps) | success (95% CI) | wall s |",
                 "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in sorted(pick("downstream"), key=lambda r: (r["demos"], r["encoder"] != "scratch", r["encoder"], r["source"])):
+        for r in sorted(pick("downstream"), key=lambda r: (r["policy_steps"], r["demos"], r["encoder"] != "scratch", r["encoder"], r["source"])):
             lo, hi = r["wilson95"]
             cap = r.get("eval_max_steps") or "horizon"
             out.append(f"| {r['encoder']} | {r['source']} | {r['demos']} | {r['policy_steps']} | {r['episodes']} ({cap}) | "
