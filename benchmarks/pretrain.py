@@ -96,12 +96,11 @@ def make_stores(args) -> None:
     from robolearn.datasets.store import AtomicStoreWriter, EpisodeStore
     from robolearn.sim.collect import CollectConfig, collect
 
-    def collect_once(task: str, episodes: int, out: Path) -> None:
-        if not out.exists():  # benchmarks/success.py --task lift --obs image makes the same lift store
-            collect(CollectConfig(task=task, episodes=episodes, out=str(out), workers=args.workers))
+    def collect_to(task: str, episodes: int, out: Path) -> None:  # collect completes a store, or leaves a full one
+        collect(CollectConfig(task=task, episodes=episodes, out=str(out), workers=args.workers))
 
-    if args.store in ("task", "both"):
-        collect_once(args.task, TASK_DEMOS[args.task], task_store(args.scratch, args.task))
+    if args.store in ("task", "both"):  # benchmarks/success.py --task lift --obs image makes the same lift store
+        collect_to(args.task, TASK_DEMOS[args.task], task_store(args.scratch, args.task))
     dst = multitask_store(args.scratch, args.task)
     if args.store == "task" or dst.exists():
         return
@@ -109,7 +108,7 @@ def make_stores(args) -> None:
     others = [t for t in TASK_DEMOS if t != args.task]
     for task in others:
         part = stores_dir(args.scratch) / f"{task}_ph_image_{MULTITASK_DEMOS}.zarr"
-        collect_once(task, MULTITASK_DEMOS, part)
+        collect_to(task, MULTITASK_DEMOS, part)
         parts.append(EpisodeStore.open(part))
     keys = [*CAMERAS, "proprio", "action"]  # the tasks' object states differ in size; the encoders see images
     with AtomicStoreWriter(dst, attrs={"task": "multitask", "tasks": others}) as out:

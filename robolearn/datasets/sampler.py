@@ -186,10 +186,9 @@ class WindowDataset:
         if self.action_key:
             item["action"] = self._rows(self.action_key, act_idx).astype(np.float32)
             item["action_is_pad"] = act_range > act_idx
+        g = int(self._index[i, 0])  # global step of t
         if self._subgoal:
-            g = int(self._index[i, 0])  # global step of t
             item["subgoal"] = {k: v[g] for k, v in self._subgoal.items()}
         if self.obs_future:  # True where a step past the episode end repeats the last frame
-            g = int(self._index[i, 0])  # global step of t
             item["obs_is_pad"] = np.arange(g - self.obs_horizon + 1, g + self.obs_future + 1) > obs_idx
         return item

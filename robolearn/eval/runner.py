@@ -53,16 +53,12 @@ class EvalConfig:
 
 def read_checkpoint_config(checkpoint: str | os.PathLike) -> dict:
     """config.json of a policy checkpoint, without building the model."""
+    from robolearn.train.config import read_run_config
+
     path = Path(checkpoint)
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"{path}: not a policy checkpoint (no config.json)")
-    try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
+    return read_run_config(path, "policy checkpoint")
 
 
 def env_kwargs_for(cfg: dict) -> tuple[str | None, dict]:

@@ -207,16 +207,14 @@ class Policy(nn.Module):
 
     def subgoal_loss(self, pred: torch.Tensor | None, batch: dict) -> dict[str, torch.Tensor]:
         """MSE between the predicted and the true next-key-state values (normalised like the obs),
-        per-sample weighted; {} when sub-goals are off."""
+        weighted like the action loss at step t; {} when sub-goals are off."""
         if pred is None:
             return {}
         if "subgoal" not in batch:
             raise UserError("batch: no 'subgoal' (train on a store with sub-goal labels; see policy.subgoal_keys)")
         target = torch.cat([self.normalizer.normalize(k, batch["subgoal"][k].float().to(pred.device))
                             for k in self.config.subgoal_keys], dim=-1)
-        per_sample = (pred - target).pow(2).mean(-1)
-        weight = batch["weight"].float().reshape(-1) if "weight" in batch else torch.ones_like(per_sample)
-        return {"subgoal_loss": (per_sample * weight).mean()}
+        return {"subgoal_loss": self.chunk_loss((pred - target).pow(2)[:, None], batch)}  # one "step": (B, 1, Dg)
 
     def normalized_subgoal(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The head's sub-goal prediction (B, Dg) from prepared obs; None when off or unsupported."""

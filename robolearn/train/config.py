@@ -139,8 +139,8 @@ def save_run_config(run: RunConfig, path: Path) -> None:
 
 
 def read_run_config(run_dir: Path, kind: str = "run") -> dict[str, Any]:
-    """The config.json that ``save_run_config`` wrote into a run directory (to resume it); ``kind``
-    names the directory in the error ("run", "pretraining run")."""
+    """The config.json in a run directory (``save_run_config``'s, to resume it) or a checkpoint;
+    ``kind`` names the directory in the error ("run", "pretraining run", "policy checkpoint")."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{run_dir}: no config.json (not a robolearn {kind} directory)")
