@@ -61,7 +61,7 @@ class CheckpointEvaluator:
 
     def _keep_best(self, checkpoint: Path) -> None:
         """Copy the policy files into checkpoints/best in one rename (pruning never touches it)."""
-        from robolearn.policies.base import atomic_dir
+        from robolearn.files import atomic_dir
 
         with atomic_dir(self.out / "checkpoints" / "best") as tmp:
             for name in POLICY_FILES:

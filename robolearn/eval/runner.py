@@ -53,12 +53,12 @@ class EvalConfig:
 
 def read_checkpoint_config(checkpoint: str | os.PathLike) -> dict:
     """config.json of a policy checkpoint, without building the model."""
-    from robolearn.train.config import read_run_config
+    from robolearn.files import read_config_json
 
     path = Path(checkpoint)
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
-    return read_run_config(path, "policy checkpoint")
+    return read_config_json(path, "policy checkpoint")
 
 
 def env_kwargs_for(cfg: dict) -> tuple[str | None, dict]:

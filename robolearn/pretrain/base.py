@@ -37,8 +37,8 @@ from robolearn.errors import UserError
 from robolearn.nn.normalizer import Normalizer
 from robolearn.nn.obs_encoder import EncoderConfig
 from robolearn.nn.vision import ResNetImageEncoder, crop_images
-from robolearn.policies.base import atomic_dir, cpu_tensors, write_model_files
-from robolearn.policies.config_io import to_dict
+from robolearn.files import atomic_dir, cpu_tensors, write_model_files
+from robolearn.config_io import to_dict
 
 FORMAT = "robolearn.pretrainer"
 ENCODER_FORMAT = "robolearn.image_encoder"

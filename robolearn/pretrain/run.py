@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from robolearn.errors import UserError
-from robolearn.policies.base import read_model_files
-from robolearn.policies.config_io import from_dict
+from robolearn.files import read_config_json, read_model_files
+from robolearn.config_io import from_dict
 from robolearn.pretrain.base import FORMAT, PretrainConfig, Pretrainer, pretrainer_class
-from robolearn.train.config import TrainConfig, method_run_config, read_recipe_toml, read_run_config, save_run_config
+from robolearn.train.config import TrainConfig, method_run_config, read_recipe_toml, save_run_config
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def load_pretrain_recipe(path: str | Path | None, overrides: list[str] = (), bas
 
 
 def resume_pretrain_config(run_dir: Path, overrides: list[str] = ()) -> PretrainRunConfig:
-    return load_pretrain_recipe(None, overrides, base=read_run_config(run_dir, "pretraining run"))
+    return load_pretrain_recipe(None, overrides, base=read_config_json(run_dir, "pretraining run"))
 
 
 # --- data ------------------------------------------------------------------------------------------

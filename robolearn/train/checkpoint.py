@@ -23,7 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from robolearn.errors import UserError
-from robolearn.policies.base import Policy, atomic_dir
+from robolearn.files import atomic_dir
+from robolearn.policies.base import Policy
 
 STATE_T = "trainer_state.safetensors"
 STATE_J = "trainer_state.json"

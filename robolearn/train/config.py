@@ -8,7 +8,7 @@
 
 `key=value` overrides use dotted keys (policy.horizon=16 train.lr=3e-4). Unknown keys and wrong
 types raise UserError naming the key. Pretraining runs (robolearn.pretrain.run) read their recipes
-and run directories with the same functions (read_recipe_toml, method_run_config, read_run_config).
+and run directories with the same functions (read_recipe_toml, method_run_config; robolearn.files.read_config_json).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from robolearn.errors import UserError
 from robolearn.policies.base import PolicyConfig, policy_class
-from robolearn.policies.config_io import apply_overrides, from_dict, to_dict
+from robolearn.config_io import apply_overrides, from_dict, to_dict
 
 
 @dataclass
@@ -136,15 +136,3 @@ def save_run_config(run: RunConfig, path: Path) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(to_dict(run), indent=2, sort_keys=True))
     tmp.replace(path)
-
-
-def read_run_config(run_dir: Path, kind: str = "run") -> dict[str, Any]:
-    """The config.json in a run directory (``save_run_config``'s, to resume it) or a checkpoint;
-    ``kind`` names the directory in the error ("run", "pretraining run", "policy checkpoint")."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no config.json (not a robolearn {kind} directory)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON ({exc})") from None

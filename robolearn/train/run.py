@@ -11,7 +11,8 @@ import torch
 
 from robolearn.errors import UserError
 from robolearn.policies.base import make_policy
-from robolearn.train.config import RunConfig, load_recipe, read_run_config, save_run_config
+from robolearn.files import read_config_json
+from robolearn.train.config import RunConfig, load_recipe, save_run_config
 from robolearn.train.distributed import broadcast_object, init_distributed, resolve_device, shutdown
 from robolearn.train.trainer import Trainer, TrainResult, seed_everything
 
@@ -73,4 +74,4 @@ def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
-    return load_recipe(None, overrides, base=read_run_config(run_dir))
+    return load_recipe(None, overrides, base=read_config_json(run_dir))
