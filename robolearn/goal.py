@@ -128,6 +128,10 @@ def check_goal(goal: Goal | None, cfg: GoalConfig, where: str = "goal") -> None:
             extra = " (it has no text encoder)" if m == "language" else ""
             raise UserError(f"{where}: {what} was given but this policy was trained without {m} goals{extra}; "
                             f"its goal modalities: {have}")
+    if goal.images and sorted(goal.images) != sorted(cfg.image_keys):
+        raise UserError(f"{where}: goal images for {sorted(goal.images)}, the policy takes one for each of {cfg.image_keys}")
+    if goal.state and sorted(goal.state) != sorted(cfg.state_keys):
+        raise UserError(f"{where}: goal state for {sorted(goal.state)}, the policy takes {cfg.state_keys}")
     for key, img in goal.images.items():
         if key not in cfg.image_keys:
             raise UserError(f"{where}: goal image for camera {key!r}, the policy takes goal images for {cfg.image_keys}")

@@ -8,11 +8,16 @@ One window per time step t of the selected episodes:
                                        flagged in `action_is_pad`)
 
 Per-step labels named in `mask_keys` (e.g. `extraneous`) come along over the action
-window, a per-episode weight (EIL / OOD-IL) as `weight`, and per-episode metadata
+window as `masks`; the one named `step_weight_key` (e.g. EIL's `keep`) is the per-step
+loss weight `step_weight` (0 removes a step from the loss), a per-episode weight
+(OOD-IL's transferability) is `weight`, and per-episode metadata
 named in `meta_fields` (e.g. `instruction` for language goals) as `meta`. With
 `subgoal_keys`, `subgoal` holds those low-dim keys' values at the next key state (the
 first step >= t flagged in the bool label `subgoal_label`, e.g. InfoCon's `key_state`;
 an episode's last step always counts as one): the sub-goal a CoTPC-style head predicts.
+With a `goal` config (robolearn/goal.py), `goal` holds each window's episode goal: the
+instruction from episode metadata (absent where empty), the episode's final frame of each
+goal camera and the final values of each goal-state key, with per-sample presence flags.
 
 Low-dim keys are always held in RAM (they are small and reading a few rows from a
 compressed chunk costs far more than they do); camera frames are read from the store
@@ -29,6 +34,7 @@ import numpy as np
 
 from robolearn.datasets.store import EpisodeStore, is_image_array
 from robolearn.errors import UserError
+from robolearn.goal import GoalConfig
 
 
 class WindowDataset:
@@ -49,6 +55,8 @@ class WindowDataset:
         obs_future: int = 0,
         subgoal_keys: Sequence[str] = (),
         subgoal_label: str = "key_state",
+        step_weight_key: str | None = None,
+        goal: GoalConfig | None = None,
     ):
         """``obs_future`` > 0 appends that many future observation steps (pretraining objectives that
         predict o_{t+1..t+Tf}); ``obs_is_pad`` then flags the steps repeated past the episode end."""
@@ -68,7 +76,9 @@ class WindowDataset:
 
         s = self._store
         self.subgoal_keys = list(subgoal_keys)
-        self._step_keys = [*self.obs_keys, *([action_key] if action_key else []), *self.mask_keys]
+        self.step_weight_key = step_weight_key or None
+        self._step_keys = [*self.obs_keys, *([action_key] if action_key else []), *self.mask_keys,
+                           *([self.step_weight_key] if self.step_weight_key else [])]
         for key in [*self._step_keys, *self.subgoal_keys, *([subgoal_label] if self.subgoal_keys else [])]:
             if key not in s.keys:
                 raise UserError(f"{self._path}: no data key {key!r} (store has {', '.join(s.keys) or 'none'})")
@@ -90,10 +100,16 @@ class WindowDataset:
         self._meta = {f: s.meta_column(f) for f in self.meta_fields}
         self._image_keys = [k for k in self.obs_keys if is_image_array(s.array(k))]
         self._subgoal = self._next_key_values(subgoal_label) if self.subgoal_keys else {}
+        self._goals = self._episode_goals(goal) if goal is not None and goal.enabled else None
         self._ram: dict[str, np.ndarray] = {}
         for key in self._step_keys:
             if key not in self._image_keys or in_ram:
                 self._ram[key] = s.get(key)
+        if self.step_weight_key:
+            w = self._ram[self.step_weight_key]
+            if w.ndim != 1 or not np.all(np.isfinite(w.astype(np.float64))) or np.any(w < 0):
+                raise UserError(f"{self._path}: step-weight label {self.step_weight_key!r} must be one finite "
+                                f"weight >= 0 per step, got shape {w.shape}")
 
     def _resolve_weights(self, weights) -> np.ndarray:
         n = self._store.n_episodes
@@ -106,6 +122,28 @@ class WindowDataset:
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise UserError(f"{self._path}: per-episode weights must be finite and >= 0")
         return w
+
+    def _episode_goals(self, cfg: GoalConfig) -> dict[str, Any]:
+        """Per-episode goal parts, held in RAM: instructions, final frames of the goal cameras, final goal-state values."""
+        s = self._store
+        last = s.episode_ends - 1  # global index of each episode's final step
+        goals: dict[str, Any] = {}
+        if "language" in cfg.modalities:
+            if cfg.instruction_field not in s.meta_fields:
+                raise UserError(f"{self._path}: no episode meta field {cfg.instruction_field!r} for language goals "
+                                f"(store has {', '.join(s.meta_fields) or 'none'})")
+            goals["instruction"] = [str(x) for x in s.meta_column(cfg.instruction_field)]
+        for part, keys, want_image in (("image", cfg.image_keys, True), ("state", cfg.state_keys, False)):
+            if part not in cfg.modalities:
+                continue
+            goals[part] = {}
+            for key in keys:
+                if key not in s.keys:
+                    raise UserError(f"{self._path}: no data key {key!r} for goal {part}s (store has {', '.join(s.keys)})")
+                if is_image_array(s.array(key)) != want_image:
+                    raise UserError(f"{self._path}: goal {part} key {key!r} is {'not ' if want_image else ''}a camera")
+                goals[part][key] = s.array(key).oindex[last] if want_image else s.get(key)[last].astype(np.float32)
+        return goals
 
     def _next_key_values(self, label: str) -> dict[str, np.ndarray]:
         """{key: (n_steps, ...)}: each step's value of ``key`` at the first key state at or after it."""
@@ -123,6 +161,18 @@ class WindowDataset:
             if is_image_array(s.array(key)):
                 raise UserError(f"{self._path}: sub-goal key {key!r} is a camera; sub-goals are low-dim keys")
             out[key] = s.get(key)[nxt].astype(np.float32)
+        return out
+
+    def _goal(self, ep: int) -> dict[str, Any]:
+        g = self._goals
+        out: dict[str, Any] = {"present": {}}
+        if "instruction" in g:
+            out["instruction"] = g["instruction"][ep]
+            out["present"]["language"] = np.bool_(bool(g["instruction"][ep]))
+        for part, name in (("image", "image"), ("state", "state")):
+            if part in g:
+                out[part] = {k: v[ep] for k, v in g[part].items()}
+                out["present"][name] = np.bool_(True)
         return out
 
     @property
@@ -186,6 +236,10 @@ class WindowDataset:
         if self.action_key:
             item["action"] = self._rows(self.action_key, act_idx).astype(np.float32)
             item["action_is_pad"] = act_range > act_idx
+        if self.step_weight_key:
+            item["step_weight"] = self._rows(self.step_weight_key, act_idx).astype(np.float32)
+        if self._goals is not None:
+            item["goal"] = self._goal(ep)
         g = int(self._index[i, 0])  # global step of t
         if self._subgoal:
             item["subgoal"] = {k: v[g] for k, v in self._subgoal.items()}

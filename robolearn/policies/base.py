@@ -1,4 +1,4 @@
-"""The Policy protocol, its base class, the method registry, and safetensors checkpoints.
+"""The Policy protocol, its base class, the method registry, and checkpoint save/load.
 
 A policy is a config dataclass plus an ``nn.Module`` with
 
@@ -8,9 +8,14 @@ A policy is a config dataclass plus an ``nn.Module`` with
     save(dir) / load(dir)                          # model.safetensors + config.json + stats.json
 
 ``batch`` is a collated `WindowDataset` item dict: obs {key: (B, To, ...)}, action (B, Ta, Da),
-action_is_pad (B, Ta), weight (B,), masks {key: (B, Ta)}, meta {field: list}. Extra keys (goal
-embeddings, point clouds, per-step weights) pass through untouched, so new heads (MDT, GravMAD,
-EIL, OOD-IL) only add a file and a registry entry; the trainer never changes.
+action_is_pad (B, Ta), weight (B,) per-episode, step_weight (B, Ta) per-step (``data.step_weight_key``),
+goal (a GoalBatch, see robolearn/goal.py), subgoal {key: (B, D)}, meta {field: list}.
+
+What a head supports is said by class attributes, asked one way (``policy.supports(...)`` is not
+needed: read the attribute): ``goal_modalities`` (goal kinds it can be trained with),
+``supports_subgoal`` (sub-goal conditioning, robolearn/policies/subgoal.py) and ``supports_prefix``
+(real-time chunking: ``predict_action_chunk`` takes ``prefix``/``prefix_len``). A new head is one
+file plus one import line in robolearn/policies/__init__.py.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from torch import nn
 from robolearn.config_io import from_dict, to_dict
 from robolearn.errors import UserError
 from robolearn.files import atomic_dir, read_model_files, write_model_files
-from robolearn.nn.mlp import mlp
+from robolearn.goal import Goal, GoalConfig, check_goal
+from robolearn.nn.goal_encoder import GoalEncoder, embed_instructions
 from robolearn.nn.normalizer import Normalizer, select_stats
-from robolearn.nn.obs_encoder import EncoderConfig, load_pretrained
+from robolearn.nn.obs_encoder import EncoderConfig, ObsEncoder, load_pretrained
 
 FORMAT = "robolearn.policy"
 FORMAT_VERSION = 1
@@ -56,6 +62,9 @@ class PolicyConfig:
     subgoal_keys: list[str] = field(default_factory=list)
     subgoal_label: str = "key_state"
     subgoal_coef: float = 1.0  # weight of the sub-goal regression loss
+    # Goal conditioning (robolearn/goal.py): language / goal image / goal state, flagged per sample.
+    goal: GoalConfig = field(default_factory=GoalConfig)
+    goal_dim: int = 64  # feature size per goal input
 
     def validate(self, where: str = "policy") -> None:
         if self.n_action_steps > self.horizon or self.n_action_steps < 1:
@@ -72,6 +81,7 @@ class PolicyConfig:
                 raise UserError(f"{where}.subgoal_keys: {k!r} is a camera; sub-goals are low-dim keys")
         if self.subgoal_coef < 0:
             raise UserError(f"{where}.subgoal_coef: expected >= 0, got {self.subgoal_coef}")
+        self.goal.validate(f"{where}.goal")
 
     @property
     def lowdim_keys(self) -> list[str]:
@@ -102,7 +112,10 @@ def policy_class(method: str) -> type[Policy]:
 class Policy(nn.Module):
     config_class: type[PolicyConfig] = PolicyConfig
     method: str = ""
-    supports_subgoal: bool = False  # heads that call build_subgoal / with_subgoal / total_loss
+    # what the head supports (class attributes; the one way callers ask)
+    goal_modalities: tuple[str, ...] = ()  # goal kinds it can be conditioned on (subset of goal.MODALITIES)
+    supports_subgoal: bool = False  # sub-goal conditioning (robolearn/policies/subgoal.py)
+    supports_prefix: bool = False  # real-time chunking: predict_action_chunk(..., prefix=, prefix_len=)
 
     def __init__(self, config: PolicyConfig, stats: dict[str, dict]):
         super().__init__()
@@ -115,9 +128,33 @@ class Policy(nn.Module):
             raise UserError("policy.action_dim: expected >= 1 (set it or build the policy from a store)")
         if config.subgoal_keys and not self.supports_subgoal:
             raise UserError(f"policy.subgoal_keys: the {self.method!r} head has no sub-goal conditioning (bc and diffusion do)")
+        unsupported = [m for m in config.goal.modalities if m not in self.goal_modalities]
+        if unsupported:
+            raise UserError(f"policy.goal.modalities: the {self.method!r} head takes no {'/'.join(unsupported)} goals "
+                            f"(it takes: {', '.join(self.goal_modalities) or 'none'})")
+        for k in config.goal.image_keys if "image" in config.goal.modalities else []:
+            if k not in config.goal.image_shapes:
+                raise UserError(f"policy.goal.image_shapes: no shape for goal camera {k!r}")
+        for k in config.goal.state_keys if "state" in config.goal.modalities else []:
+            if k not in config.goal.state_dims:
+                raise UserError(f"policy.goal.state_dims: no size for goal key {k!r}")
         self.config = config
         self.normalizer = Normalizer(stats)
-        self.subgoal_head: nn.Module | None = None  # set by build_subgoal
+        self.subgoal_head: nn.Module | None = None  # a SubgoalHead, built by heads that support it
+        # the goal encoder, when the policy is goal-conditioned (its features go into the head's conditioning)
+        self.goal_encoder = GoalEncoder(config.goal, config.encoder, config.goal_dim) if config.goal.enabled else None
+
+    def build_obs_encoder(self) -> ObsEncoder:
+        """The observation encoder for this config's low-dim keys and cameras (every head calls this)."""
+        c = self.config
+        lowdim = {k: c.obs_shapes[k][-1] for k in c.lowdim_keys}
+        images = {k: c.obs_shapes[k] for k in c.image_keys}
+        return ObsEncoder(c.encoder, lowdim, images)
+
+    @property
+    def goal_out_dim(self) -> int:
+        """Size of the goal feature the head conditions on (0 when not goal-conditioned)."""
+        return self.goal_encoder.out_dim if self.goal_encoder is not None else 0
 
     # --- the protocol -------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -161,71 +198,62 @@ class Policy(nn.Module):
         return self.normalizer.normalize(self.config.action_key, a[:, : self.config.horizon])  # (B, T, Da)
 
     def chunk_loss(self, err: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Reduce an element-wise loss (B, T, Da) honouring action_is_pad and per-sample weight."""
+        """Reduce an element-wise loss (B, T, Da) to one number.
+
+        Per sample: the mean over its action steps weighted by (not padding) x ``step_weight`` (per
+        step, from ``data.step_weight_key``), so a step of weight 0 is removed exactly, as if it were
+        not in the window. Over the batch: the mean of ``weight`` (per episode, from ``data.weights``)
+        x that, over the samples that have any step left (a sample whose every step weighs 0 is
+        removed exactly too; a batch with none left gives 0)."""
         b, t, _ = err.shape
         mask = torch.ones(b, t, device=err.device)
         if self.config.mask_padded_actions and "action_is_pad" in batch:
             mask = (~batch["action_is_pad"][:, :t].bool()).float()
-        if "step_weight" in batch:  # optional per-step weights (e.g. extraneous-frame masks)
-            mask = mask * batch["step_weight"][:, :t].float()
-        per_sample = (err.mean(-1) * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)  # (B,)
-        weight = batch["weight"].float().reshape(b) if "weight" in batch else torch.ones_like(per_sample)
-        return (per_sample * weight).mean()
+        if "step_weight" in batch:
+            mask = mask * batch["step_weight"][:, :t].float().to(err.device)
+        steps = mask.sum(-1)  # (B,)
+        per_sample = (err.mean(-1) * mask).sum(-1) / steps.clamp_min(1e-8)  # (B,)
+        weight = batch["weight"].float().reshape(b).to(err.device) if "weight" in batch else torch.ones_like(per_sample)
+        kept = (steps > 0).float()
+        return (per_sample * weight * kept).sum() / kept.sum().clamp_min(1.0)
 
-    # --- sub-goal conditioning (config.subgoal_keys) ---------------------------------------
-    def build_subgoal(self, cond_dim: int, hidden: int = 256) -> int:
-        """Call from a head's __init__ with the size of its conditioning vector; returns how much
-        the sub-goal adds to it (0 when off). The predictor sees what the action head sees."""
-        dim = sum(int(self.config.obs_shapes[k][-1]) for k in self.config.subgoal_keys)
-        self.subgoal_head = mlp(cond_dim, [hidden, hidden], dim) if dim else None
-        return dim
+    # --- goals (robolearn/goal.py) --------------------------------------------------------------
+    def goal_features(self, goal: Goal | dict | None, batch_size: int) -> torch.Tensor | None:
+        """(B, goal_out_dim) features of ``goal`` — a `Goal` (one episode, repeated over the batch), a
+        collated GoalBatch (training) or None (every modality absent) — or None when the policy is not
+        goal-conditioned (then a real goal is refused with one line, never silently ignored)."""
+        cfg = self.config.goal
+        if isinstance(goal, Goal) or goal is None:
+            check_goal(goal, cfg)
+            if self.goal_encoder is None:
+                return None
+            goal = (goal or Goal()).batch(cfg.modalities)
+            goal = _repeat_goal(goal, batch_size)
+        elif self.goal_encoder is None:
+            return None
+        return self.goal_encoder(self.prepare_goal(goal))
 
-    def with_subgoal(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, D) conditioning -> (B, D + Dg) with the predicted (normalised) sub-goal, and that
-        prediction; unchanged and None when sub-goals are off."""
-        if self.subgoal_head is None:
-            return cond, None
-        pred = self.subgoal_head(cond)
-        return torch.cat([cond, pred], dim=-1), pred
-
-    def subgoal_loss(self, pred: torch.Tensor | None, batch: dict) -> dict[str, torch.Tensor]:
-        """MSE between the predicted and the true next-key-state values (normalised like the obs),
-        weighted like the action loss at step t; {} when sub-goals are off."""
-        if pred is None:
-            return {}
-        if "subgoal" not in batch:
-            raise UserError("batch: no 'subgoal' (train on a store with sub-goal labels; see policy.subgoal_keys)")
-        target = torch.cat([self.normalizer.normalize(k, batch["subgoal"][k].float().to(pred.device))
-                            for k in self.config.subgoal_keys], dim=-1)
-        return {"subgoal_loss": self.chunk_loss((pred - target).pow(2)[:, None], batch)}  # one "step": (B, 1, Dg)
-
-    def normalized_subgoal(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The head's sub-goal prediction (B, Dg) from prepared obs; None when off or unsupported."""
-        return None
-
-    @torch.no_grad()
-    def predict_subgoal(self, obs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The sub-goal the actions are conditioned on, {key: (B, D)} in the store's units."""
-        pred = self.normalized_subgoal(self.prepare_obs(obs))
-        if pred is None:
-            raise UserError("predict_subgoal: this policy was trained without policy.subgoal_keys")
-        return self.unnormalize_subgoal(pred)
-
-    def unnormalize_subgoal(self, pred: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A predicted (normalised) sub-goal (B, Dg) -> {key: (B, D) in the store's units}."""
-        out, i = {}, 0
-        for k in self.config.subgoal_keys:
-            d = int(self.config.obs_shapes[k][-1])
-            out[k] = self.normalizer.unnormalize(k, pred[:, i:i + d])
-            i += d
+    def prepare_goal(self, goal: dict) -> dict:
+        """A GoalBatch -> the tensors GoalEncoder takes: embeddings, uint8 images, normalised state, float flags.
+        In training, ``policy.goal.dropout`` hides each present modality of a sample at that rate."""
+        cfg, dev = self.config.goal, self.device
+        present = {m: torch.as_tensor(goal["present"][m], device=dev).float().reshape(-1) for m in cfg.modalities}
+        if self.training and cfg.dropout > 0:
+            present = {m: p * (torch.rand_like(p) >= cfg.dropout).float() for m, p in present.items()}
+        out: dict[str, Any] = {"present": present}
+        if "language" in cfg.modalities:
+            out["language"] = embed_instructions(list(goal["instruction"]), dev)
+        b = len(next(iter(present.values())))
+        if "image" in cfg.modalities:  # an absent goal image is zeros (its flag says so)
+            images = goal.get("image") or {}
+            out["image"] = {k: torch.as_tensor(images[k], device=dev) if k in images else
+                            torch.zeros(b, *cfg.image_shapes[k], dtype=torch.uint8, device=dev) for k in cfg.image_keys}
+        if "state" in cfg.modalities:
+            state = goal.get("state") or {}
+            out["state"] = torch.cat([self.normalizer.normalize(k, torch.as_tensor(state[k], device=dev).float())
+                                      if k in state else torch.zeros(b, cfg.state_dims[k], device=dev)
+                                      for k in cfg.state_keys], dim=-1)
         return out
-
-    def total_loss(self, action_loss: torch.Tensor, pred: torch.Tensor | None, batch: dict) -> dict[str, torch.Tensor]:
-        """{"loss": action loss (+ subgoal_coef x sub-goal loss), and each part for the logs}."""
-        extra = self.subgoal_loss(pred, batch)
-        if not extra:
-            return {"loss": action_loss}
-        return {"loss": action_loss + self.config.subgoal_coef * extra["subgoal_loss"], "action_loss": action_loss, **extra}
 
     # --- checkpoints ---------------------------------------------------------------------
     def write_files(self, path: Path) -> None:
@@ -261,8 +289,24 @@ def make_policy(config: PolicyConfig, store_stats: dict[str, dict]) -> Policy:
     """Build a fresh policy whose normaliser takes the needed keys from ``store_stats``."""
     cls = policy_class(config.method)
     modes = {config.action_key: config.action_norm}
-    modes.update({k: config.obs_norm for k in [*config.lowdim_keys, *config.subgoal_keys]})
+    goal_state = config.goal.state_keys if "state" in config.goal.modalities else []
+    modes.update({k: config.obs_norm for k in [*config.lowdim_keys, *config.subgoal_keys, *goal_state]})
     policy = cls(config, select_stats(store_stats, modes))
     if config.encoder.pretrained and hasattr(policy, "encoder"):
         load_pretrained(policy.encoder, config.encoder.pretrained, config.encoder.freeze_pretrained)
     return policy
+
+
+def _repeat_goal(goal: dict, b: int) -> dict:
+    """A B=1 GoalBatch repeated to batch size ``b`` (one goal for a batch of observations)."""
+    import numpy as np
+
+    if b == 1:
+        return goal
+    out: dict[str, Any] = {"present": {m: np.repeat(v, b, axis=0) for m, v in goal["present"].items()}}
+    if "instruction" in goal:
+        out["instruction"] = list(goal["instruction"]) * b
+    for part in ("image", "state"):
+        if part in goal:
+            out[part] = {k: np.repeat(v, b, axis=0) for k, v in goal[part].items()}
+    return out

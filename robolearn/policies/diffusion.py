@@ -1,6 +1,7 @@
 """Diffusion Policy: denoise an action chunk conditioned on encoded observations.
 
-Denoiser: 1-D temporal UNet with FiLM (default) or a cross-attention transformer.
+Denoiser: 1-D temporal UNet with FiLM (default) or a cross-attention transformer. A goal
+(robolearn/goal.py) joins the FiLM vector (UNet) or is one more conditioning token (transformer).
 diffusers DDPMScheduler for training, DDIMScheduler (10 steps by default) for acting.
 Obs horizon 2, predict 16, execute 8 (Chi et al. 2023).
 """
@@ -16,10 +17,11 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from einops import rearrange
 
 from robolearn.errors import UserError
-from robolearn.nn.obs_encoder import ObsEncoder
+from robolearn.goal import MODALITIES
 from robolearn.nn.transformer import TransformerDenoiser
 from robolearn.nn.unet1d import ConditionalUnet1D
 from robolearn.policies.base import Policy, PolicyConfig, register_policy
+from robolearn.policies.subgoal import SubgoalHead, predict_subgoal, with_subgoal_loss
 
 
 @dataclass
@@ -59,21 +61,27 @@ class DiffusionConfig(PolicyConfig):
 @register_policy("diffusion")
 class DiffusionPolicy(Policy):
     config_class = DiffusionConfig
+    goal_modalities = MODALITIES
     supports_subgoal = True
+    supports_prefix = True
 
     def __init__(self, config: DiffusionConfig, stats: dict[str, dict]):
         super().__init__(config, stats)
         c = config
-        lowdim = {k: c.obs_shapes[k][-1] for k in c.lowdim_keys}
-        images = {k: c.obs_shapes[k] for k in c.image_keys}
-        self.encoder = ObsEncoder(c.encoder, lowdim, images)
+        self.encoder = self.build_obs_encoder()
+        self.goal_token = None
         if c.denoiser == "unet":
-            cond_dim = self.encoder.out_dim * c.obs_horizon
-            cond_dim += self.build_subgoal(cond_dim)  # + the predicted sub-goal, when subgoal_keys are set
+            cond_dim = self.encoder.out_dim * c.obs_horizon + self.goal_out_dim
+            if c.subgoal_keys:  # the predicted next key state joins the FiLM vector
+                self.subgoal_head = SubgoalHead(c.subgoal_keys, c.obs_shapes, cond_dim)
+                cond_dim += self.subgoal_head.out_dim
             self.denoiser = ConditionalUnet1D(c.action_dim, cond_dim, c.down_dims, c.step_embed_dim, c.kernel_size, c.n_groups)
         else:
+            n_tokens = c.obs_horizon + (1 if self.goal_encoder is not None else 0)
+            if self.goal_encoder is not None:  # the goal becomes one more conditioning token
+                self.goal_token = torch.nn.Linear(self.goal_out_dim, self.encoder.out_dim)
             self.denoiser = TransformerDenoiser(
-                c.action_dim, self.encoder.out_dim, c.horizon, c.obs_horizon, c.d_model, c.n_heads, c.n_layers, c.dropout
+                c.action_dim, self.encoder.out_dim, c.horizon, n_tokens, c.d_model, c.n_heads, c.n_layers, c.dropout
             )
         sched = dict(
             num_train_timesteps=c.num_train_timesteps,
@@ -84,25 +92,33 @@ class DiffusionPolicy(Policy):
         self.train_scheduler = DDPMScheduler(**sched)
         self.infer_scheduler = DDIMScheduler(**sched, set_alpha_to_one=True, steps_offset=0)
 
-    def _cond(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _cond(self, obs: dict[str, torch.Tensor], goal: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Conditioning for the denoiser, and the predicted sub-goal (None when off)."""
         feats = self.encoder(obs)  # (B, To, D)
-        if self.config.denoiser == "unet":
-            return self.with_subgoal(rearrange(feats, "b t d -> b (t d)"))  # global FiLM vector
-        return feats, None  # cond tokens
+        g = self.goal_features(goal, feats.shape[0])  # (B, Dg) or None
+        if self.config.denoiser != "unet":  # cond tokens (B, To [+1], D)
+            return (feats if g is None else torch.cat([feats, self.goal_token(g)[:, None]], dim=1)), None
+        cond = rearrange(feats, "b t d -> b (t d)")  # global FiLM vector
+        if g is not None:
+            cond = torch.cat([cond, g], dim=-1)
+        if self.subgoal_head is None:
+            return cond, None
+        return self.subgoal_head.condition(cond)
 
     def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         actions = self.normalized_actions(batch)  # (B, T, Da)
-        cond, subgoal = self._cond(self.prepare_obs(batch["obs"]))
+        cond, subgoal = self._cond(self.prepare_obs(batch["obs"]), batch.get("goal"))
         noise = torch.randn_like(actions)
         t = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
         noisy = self.train_scheduler.add_noise(actions, noise, t)
         pred = self.denoiser(noisy, t, cond)
         target = noise if self.config.prediction_type == "epsilon" else actions
-        return self.total_loss(self.chunk_loss(F.mse_loss(pred, target, reduction="none"), batch), subgoal, batch)
+        return with_subgoal_loss(self, self.chunk_loss(F.mse_loss(pred, target, reduction="none"), batch), subgoal, batch)
 
-    def normalized_subgoal(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        return self._cond(obs)[1]
+    @torch.no_grad()
+    def predict_subgoal(self, obs: dict[str, torch.Tensor], goal: Any = None) -> dict[str, torch.Tensor]:
+        """The sub-goal the actions are conditioned on, {key: (B, D)} in the store's units."""
+        return predict_subgoal(self, self._cond(self.prepare_obs(obs), goal)[1])
 
     @torch.no_grad()
     def predict_action_chunk(
@@ -122,7 +138,7 @@ class DiffusionPolicy(Policy):
 
         Measured on a bimodal toy target: replacement alone continued the prefix's mode in 44-88% of
         samples, replacement + guidance 1.0 in 88-100%."""
-        cond, _ = self._cond(self.prepare_obs(obs))
+        cond, _ = self._cond(self.prepare_obs(obs), goal)
         b = cond.shape[0]
         x = torch.randn(b, self.config.horizon, self.config.action_dim, device=cond.device, generator=generator)
         n_fixed = min(int(prefix_len), self.config.horizon) if prefix is not None else 0

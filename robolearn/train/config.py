@@ -63,6 +63,7 @@ class DataConfig:
     in_ram: bool = False  # also keep camera frames in RAM (low-dim keys always are)
     weights: str = ""  # meta field holding per-episode loss weights; "" = uniform
     mask_keys: list[str] = field(default_factory=list)
+    step_weight_key: str = ""  # per-step label used as the loss weight (0 drops the step), e.g. EIL's "keep"; "" = none
     meta_fields: list[str] = field(default_factory=list)
     episodes: list[int] = field(default_factory=list)  # [] = all episodes
 

@@ -27,6 +27,9 @@ def open_training_data(run: RunConfig):
     for key in [*cfg.obs_keys, cfg.action_key, *run.data.mask_keys, *cfg.subgoal_keys]:
         if key not in store.keys:
             raise UserError(f"{run.dataset}: no data key {key!r} needed by the recipe (store has {', '.join(store.keys)})")
+    if run.data.step_weight_key and run.data.step_weight_key not in store.keys:
+        raise UserError(f"{run.dataset}: no per-step label {run.data.step_weight_key!r} for data.step_weight_key "
+                        f"(store has {', '.join(store.keys)})")
     if cfg.subgoal_keys and cfg.subgoal_label not in store.keys:
         raise UserError(f"{run.dataset}: no sub-goal label {cfg.subgoal_label!r} for policy.subgoal_keys (label the store "
                         f"first, e.g. `robolearn pretrain --recipe policies/lift_infocon_pretrain.toml dataset=STORE`)")
@@ -45,12 +48,14 @@ def open_training_data(run: RunConfig):
     if cfg.action_dim and cfg.action_dim != action_shape[1]:
         raise UserError(f"policy.action_dim: recipe says {cfg.action_dim}, store {run.dataset} has {action_shape[1]}")
     cfg.obs_shapes, cfg.image_keys, cfg.action_dim = shapes, images, int(action_shape[1])
+    fill_goal_shapes(cfg, store, run.dataset)
     attrs = store.attrs
     cfg.env = {"task": attrs.get("task", ""), "env": attrs.get("env", {})}
     run.task = run.task or str(attrs.get("task", "") or "task")
 
     stats = store.stats
-    if any(k not in stats for k in [cfg.action_key, *cfg.lowdim_keys, *cfg.subgoal_keys]):
+    goal_state = cfg.goal.state_keys if "state" in cfg.goal.modalities else []
+    if any(k not in stats for k in [cfg.action_key, *cfg.lowdim_keys, *cfg.subgoal_keys, *goal_state]):
         log.info("store stats missing some keys; recomputing")
         stats = store.compute_stats()
     dataset = WindowDataset(
@@ -66,8 +71,30 @@ def open_training_data(run: RunConfig):
         meta_fields=run.data.meta_fields,
         subgoal_keys=cfg.subgoal_keys,
         subgoal_label=cfg.subgoal_label,
+        step_weight_key=run.data.step_weight_key or None,
+        goal=cfg.goal if cfg.goal.enabled else None,
     )
     return dataset, stats
+
+
+def fill_goal_shapes(cfg: PolicyConfig, store, where: str) -> None:
+    """Check the goal sources against the store and record goal image shapes / state sizes in the config."""
+    from robolearn.datasets.store import is_image_array
+
+    g = cfg.goal
+    if "language" in g.modalities and g.instruction_field not in store.meta_fields:
+        raise UserError(f"{where}: no episode meta field {g.instruction_field!r} for policy.goal language goals "
+                        f"(store has {', '.join(store.meta_fields) or 'none'})")
+    for part, keys, want_image in (("image", g.image_keys, True), ("state", g.state_keys, False)):
+        if part not in g.modalities:
+            continue
+        for k in keys:
+            if k not in store.keys:
+                raise UserError(f"{where}: no data key {k!r} for policy.goal.{part}_keys (store has {', '.join(store.keys)})")
+            if is_image_array(store.array(k)) != want_image:
+                raise UserError(f"policy.goal.{part}_keys: {k!r} is {'not ' if want_image else ''}a camera in {where}")
+    g.image_shapes = {k: [int(x) for x in store.array(k).shape[1:]] for k in g.image_keys} if "image" in g.modalities else {}
+    g.state_dims = {k: int(store.array(k).shape[-1]) for k in g.state_keys} if "state" in g.modalities else {}
 
 
 class ResumableBatchSampler:
