@@ -1,5 +1,6 @@
 """ACT-style policy (Zhao et al. 2023): encoder-decoder transformer predicting an action chunk,
-L1 loss, optional CVAE latent (style variable; zero at inference), temporal ensembling helper.
+L1 loss, optional CVAE latent (style variable; zero at inference). A goal (robolearn/goal.py) is one
+more encoder token. Temporal ensembling is an execution mode (`--mode ensemble`), not part of the head.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from einops import repeat
 from torch import nn
 
 from robolearn.errors import UserError
+from robolearn.goal import MODALITIES
 from robolearn.nn.mlp import sinusoidal_table
-from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.policies.base import Policy, PolicyConfig, register_policy
 
 
@@ -49,18 +50,18 @@ def _encoder(c: ACTConfig, layers: int) -> nn.TransformerEncoder:
 @register_policy("act")
 class ACTPolicy(Policy):
     config_class = ACTConfig
+    goal_modalities = MODALITIES
 
     def __init__(self, config: ACTConfig, stats: dict[str, dict]):
         super().__init__(config, stats)
         c = config
-        lowdim = {k: c.obs_shapes[k][-1] for k in c.lowdim_keys}
-        images = {k: c.obs_shapes[k] for k in c.image_keys}
-        self.encoder = ObsEncoder(c.encoder, lowdim, images)
+        self.encoder = self.build_obs_encoder()
         group_dims = ([self.encoder.lowdim_dim] if self.encoder.lowdim_keys else []) + [self.encoder.image_dim] * len(
             self.encoder.image_keys
         )
         self.obs_proj = nn.ModuleList([nn.Linear(d, c.d_model) for d in group_dims])
-        n_tokens = 1 + len(group_dims) * c.obs_horizon  # latent token + obs tokens
+        self.goal_proj = nn.Linear(self.goal_out_dim, c.d_model) if self.goal_encoder is not None else None
+        n_tokens = 1 + len(group_dims) * c.obs_horizon + (self.goal_proj is not None)  # latent + obs (+ goal) tokens
         self.enc_pos = nn.Parameter(torch.randn(1, n_tokens, c.d_model) * 0.02)
         self.latent_proj = nn.Linear(c.latent_dim, c.d_model)
         self.transformer_encoder = _encoder(c, c.n_encoder_layers)
@@ -92,8 +93,11 @@ class ACTPolicy(Policy):
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         return z, mu, logvar
 
-    def _decode(self, parts: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    def _decode(self, parts: list[torch.Tensor], z: torch.Tensor, goal: Any) -> torch.Tensor:
         obs_tokens = [proj(p) for proj, p in zip(self.obs_proj, parts)]  # (B, To, d) per group
+        g = self.goal_features(goal, z.shape[0])  # (B, Dg) or None
+        if g is not None:
+            obs_tokens.append(self.goal_proj(g)[:, None])  # (B, 1, d)
         x = torch.cat([self.latent_proj(z)[:, None], *obs_tokens], dim=1) + self.enc_pos  # (B, S, d)
         memory = self.transformer_encoder(x)
         q = repeat(self.queries, "1 t d -> b t d", b=z.shape[0])
@@ -110,7 +114,7 @@ class ACTPolicy(Policy):
         else:
             z = actions.new_zeros(b, self.config.latent_dim)
             kl = actions.new_zeros(())
-        pred = self._decode(parts, z)
+        pred = self._decode(parts, z, batch.get("goal"))
         l1 = self.chunk_loss(F.l1_loss(pred, actions, reduction="none"), batch)
         return {"loss": l1 + self.config.kl_weight * kl, "l1": l1.detach(), "kl": kl.detach()}
 
@@ -118,7 +122,7 @@ class ACTPolicy(Policy):
     def predict_action_chunk(self, obs: dict[str, torch.Tensor], goal: Any = None) -> torch.Tensor:
         parts = self.encoder.parts(self.prepare_obs(obs))
         z = parts[0].new_zeros(parts[0].shape[0], self.config.latent_dim)
-        return self.normalizer.unnormalize(self.config.action_key, self._decode(parts, z))
+        return self.normalizer.unnormalize(self.config.action_key, self._decode(parts, z, goal))
 
 
 class TemporalEnsembler:
