@@ -36,6 +36,10 @@ def register(subparsers) -> None:
 def _recipe(path: str) -> dict:
     try:
         raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        from robolearn.train.config import renamed_recipe_error  # old recipe names say where they went
+
+        raise (renamed_recipe_error(Path(path)) or UserError(f"{path}: recipe not found")) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"{path}: cannot read recipe ({exc})") from exc
     body = raw.get("collect", raw)

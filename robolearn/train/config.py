@@ -1,13 +1,16 @@
 """Run configuration: a recipe TOML maps 1:1 onto `RunConfig` (+ the method's policy config).
 
-    dataset = "datasets/lift_ph.zarr"   # the store (overridable: dataset=PATH)
+    base = "diffusion.toml"              # optional: the recipe this one extends (path relative to this file)
+    dataset = "datasets/stores/lift.zarr"  # the store (overridable: dataset=PATH)
     method = "diffusion"                 # registry name -> policy config class
     [policy]  ... fields of the method's config (e.g. horizon = 16, [policy.encoder] ...)
     [train]   ... TrainConfig
     [data]    ... DataConfig
 
-`key=value` overrides use dotted keys (policy.horizon=16 train.lr=3e-4). Unknown keys and wrong
-types raise UserError naming the key. Pretraining runs (robolearn.pretrain.run) read their recipes
+A recipe with `base` is its base recipe (itself maybe with a `base`: chains are fine, a cycle is an
+error) deep-merged with the recipe's own keys: tables merge key by key, the including file wins.
+`key=value` overrides use dotted keys (policy.horizon=16 train.lr=3e-4) and win over both. Unknown
+keys and wrong types raise UserError naming the key. Pretraining runs (robolearn.train.pretrain_run) read their recipes
 and run directories with the same functions (read_recipe_toml, method_run_config; robolearn.files.read_config_json).
 """
 
@@ -116,21 +119,69 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict |
 
 
 def read_recipe_toml(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> tuple[dict[str, Any], str]:
-    """The recipe TOML at ``path`` (or ``base`` when path is None) with dotted ``key=value`` overrides
-    applied -> (data, where): ``where`` names the source in errors ("config" for ``base``)."""
+    """The recipe TOML at ``path`` (its ``base`` chain merged in, see read_recipe_file; or the
+    already-resolved dict ``base``, e.g. a run's config.json, when path is None) with dotted
+    ``key=value`` overrides applied -> (data, where): ``where`` names the source in errors
+    ("config" for ``base``)."""
     data: dict[str, Any] = dict(base or {})
     where = "config"
     if path is not None:
-        path = Path(path)
         where = str(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: recipe not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{path}: invalid TOML ({exc})") from None
+        data = read_recipe_file(Path(path))
     data = apply_overrides(data, list(overrides))
     return data, where if not overrides else f"{where} (+ overrides)"
+
+
+# Recipes that moved: "<folder>/<old name>" -> new name in the same folder. Reading an old name
+# that no longer exists is a one-line error naming the new one (also for `robolearn collect`).
+RENAMED_RECIPES: dict[str, str] = {
+    "datasets/lift_ph.toml": "lift_image.toml",  # stores follow datasets/<task>[_image].toml -> datasets/stores/
+}
+
+
+def renamed_recipe_error(path: Path) -> UserError | None:
+    """The error for a missing recipe ``path`` that was renamed (RENAMED_RECIPES), else None."""
+    new = RENAMED_RECIPES.get(f"{path.parent.name}/{path.name}")
+    return UserError(f"{path}: renamed to {path.parent / new}") if new else None
+
+
+def read_recipe_file(path: Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One recipe TOML as a dict, its ``base = "other.toml"`` (relative to ``path``) resolved: the
+    base's own data (recursively) deep-merged with this file's, this file winning. A missing file,
+    bad TOML, a missing base or a cycle is a one-line UserError naming the file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise (renamed_recipe_error(path) or UserError(f"{path}: recipe not found")) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML ({exc})") from None
+    if "base" not in data:
+        return data
+    ref = data.pop("base")
+    if not isinstance(ref, str) or not ref:
+        raise UserError(f"{path}: 'base' expected the path of another recipe (relative to this file), got {ref!r}")
+    including = (*_including, path.resolve())
+    base_path = path.parent / ref
+    if base_path.resolve() in including:
+        chain = " -> ".join(p.name for p in (*including, base_path.resolve()))
+        raise UserError(f"{path}: base {ref!r} makes a cycle ({chain})")
+    if not base_path.is_file():
+        raise UserError(f"{path}: base {ref!r} not found (looked for {base_path})")
+    return deep_merge(read_recipe_file(base_path, including), data)
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``top`` (new dicts): tables present in both merge recursively, any
+    other value in ``top`` (lists too) replaces the base's."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def save_run_config(run: RunConfig, path: Path) -> None:
