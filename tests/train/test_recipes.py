@@ -92,7 +92,8 @@ def _write(path: Path, text: str) -> Path:
 def test_base_chains_deep_merge_and_the_including_file_then_overrides_win(tmp_path, monkeypatch):
     _write(tmp_path / "bc.toml", 'method = "bc"\ndataset = "base.zarr"\n[policy]\nobs_keys = ["state", "proprio"]\n'
            "horizon = 16\nn_action_steps = 8\nhidden = [64, 64]\n[train]\nsteps = 100\nlr = 1e-4\nbatch_size = 32\n")
-    _write(tmp_path / "mid.toml", 'base = "bc.toml"\n[policy]\nhorizon = 32\nobs_keys = ["state"]\n[train]\nsteps = 50\n')
+    _write(tmp_path / "mid.toml",
+           'base = "bc.toml"\n[policy]\nhorizon = 32\nobs_keys = ["state"]\n[train]\nsteps = 50\n')
     top = _write(tmp_path / "tasks" / "top.toml", 'base = "../mid.toml"\ntask = "lift"\n[train]\nsteps = 7\n')
     monkeypatch.chdir(tmp_path / "tasks")  # bases resolve against the including file, not the cwd
     run = load_recipe(str(top), ["train.lr=3e-4"])
@@ -162,7 +163,7 @@ def test_every_suite_task_has_a_dataset_recipe_and_stores_live_in_one_place():
     for p in DATASET_RECIPES:
         c = _collect(p)
         assert c["task"] in load_suite(), p.name
-        assert c["out"] == f"datasets/stores/{p.stem}.zarr", p.name  # datasets/<name>.toml -> datasets/stores/<name>.zarr
+        assert c["out"] == f"datasets/stores/{p.stem}.zarr", p.name  # <name>.toml -> stores/<name>.zarr
         by_task.setdefault(c["task"], []).append(p.stem)
     assert set(by_task) == set(load_suite())
 
@@ -199,8 +200,8 @@ def _chain(tmp_path, monkeypatch, name: str, collect_args: list[str], train_args
     monkeypatch.chdir(_checkout(tmp_path))
     dataset_recipe = f"datasets/{name.split('_', 1)[0]}{'_image' if name.endswith('_image') else ''}.toml"
     assert main(["collect", "--recipe", dataset_recipe, "--no-progress", *collect_args]) == 0
-    assert main(["train", "--recipe", f"policies/{name}.toml", "--device", "cpu", "--out", "runs/chain", "--no-progress",
-                 "train.steps=3", "train.batch_size=8", "data.num_workers=0", *train_args]) == 0
+    assert main(["train", "--recipe", f"policies/{name}.toml", "--device", "cpu", "--out", "runs/chain",
+                 "--no-progress", "train.steps=3", "train.batch_size=8", "data.num_workers=0", *train_args]) == 0
     run = tmp_path / "runs" / "chain"
     assert (run / "checkpoints" / "last").exists()
     return run
