@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 from robolearn.real_robot.config import load_robot_config  # noqa: E402
 from robolearn.real_robot.daemon import Daemon  # noqa: E402
 from robolearn.real_robot.drivers.sim import SimDriver  # noqa: E402
-from robolearn.real_robot.scheduling import boundary_jumps  # noqa: E402
-from robolearn.real_robot.testing import ToyReachPolicy  # noqa: E402
+from robolearn.policies.scheduling import boundary_jumps  # noqa: E402
+from tests.real_robot.doubles import ToyReachPolicy  # noqa: E402  (test doubles live with the tests)
 
 MODES = ("receding", "ensemble", "rtc")
 
@@ -253,7 +253,7 @@ def lift_success(args, tmp: Path) -> dict:
 
     from robolearn.policies import load_policy
     from robolearn.real_robot.lift import SCENE, record_lift_demos, summarize
-    from robolearn.real_robot.testing import MarkovLiftPolicy
+    from tests.real_robot.doubles import MarkovLiftPolicy
     from robolearn.sim.collect import CollectConfig, collect
 
     cfg = load_robot_config(args.robot, {"control_socket": "", "event_log": "", "control_hz": args.hz})
@@ -273,7 +273,7 @@ def lift_success(args, tmp: Path) -> dict:
 
     demo = timed("record_daemon_demos", record_lift_demos, cfg, MarkovLiftPolicy(), tmp / "daemon_demos.zarr",
                  seeds=range(args.lift_demos), realtime=False)
-    res["demonstrator"] = {"policy": "testing.MarkovLiftPolicy (privileged, Markov)",
+    res["demonstrator"] = {"policy": "tests.real_robot.doubles.MarkovLiftPolicy (privileged, Markov)",
                            "daemon_stepped": summarize(demo),
                            "daemon_realtime": timed("demonstrator_realtime", daemon_lift, cfg, MarkovLiftPolicy(),
                                                     seeds[:n_rt], True)}

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from robolearn.errors import UserError
+
+if TYPE_CHECKING:  # kept out of the import: `robolearn --help` stays fast
+    import numpy as np
+
+    from robolearn.goal import Goal, GoalConfig
 
 EXAMPLES = """examples:
   robolearn serve --robot real_robot/sim_panda.toml --checkpoint policies/checkpoints/lift_dp
   robolearn serve --robot real_robot/sim_panda.toml --checkpoint DIR --mode ensemble --duration 60
   robolearn serve --policy-server --checkpoint DIR --bind tcp://0.0.0.0:5555 --token $ROBOLEARN_TOKEN   # on the GPU box
   robolearn serve --robot real_robot/sim_panda.toml --remote tcp://gpu-box:5555 --token $ROBOLEARN_TOKEN
+  robolearn serve --robot real_robot/sim_panda.toml --checkpoint DIR --instruction "lift the red cube"
+  robolearn serve --robot real_robot/sim_panda.toml --checkpoint DIR --goal-image goal.png --goal-camera agentview_image
 e-stop: `echo estop | nc 127.0.0.1 5599` (control_socket in the robot config), or `kill -USR1 <pid>`;
-re-arm: `echo arm | nc 127.0.0.1 5599`. SIGTERM / Ctrl-C: stop the arm and exit."""
+re-arm: `echo arm | nc 127.0.0.1 5599`; new instruction: `echo goal stack the cubes | nc 127.0.0.1 5599`.
+SIGTERM / Ctrl-C: stop the arm and exit."""
 
 
 def register(subparsers) -> None:
@@ -31,6 +40,12 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the policy (CUDA)")
     p.add_argument("--inference", choices=["thread", "process"], default="thread",
                    help="run the policy in a worker thread or in its own process (loopback policy server)")
+    g = p.add_argument_group("goal (for a policy trained with goals; checked against the checkpoint before the arm moves)")
+    g.add_argument("--instruction", help="language instruction (the policy embeds it with its own text encoder)")
+    g.add_argument("--goal-image", metavar="PNG", help="goal image for one camera, same size as its observations")
+    g.add_argument("--goal-camera", metavar="KEY", help="camera obs key of --goal-image (default: the policy's first)")
+    g.add_argument("--goal-state", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="goal low-dim values for one obs key (repeatable), e.g. object=0.1,0.0,0.83")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGTERM)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. control_hz=200 scheduling.action_dt=0.05")
@@ -54,24 +69,48 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def load_checkpoint(path: str, device: str):
-    """The policy in `path`, or UserError for anything missing, malformed or unknown."""
-    if not os.path.isdir(path):
-        raise UserError(f"--checkpoint {path}: not a directory")
+class GoalArgs:
+    """The goal flags, read and parsed before any policy loads; `resolve` keys and checks them against it."""
+
+    def __init__(self, args):
+        self.instruction: str | None = args.instruction or None
+        self.camera: str | None = args.goal_camera
+        if self.camera and not args.goal_image:
+            raise UserError("--goal-camera needs --goal-image")
+        from robolearn.goal import read_goal_image
+
+        self.image = read_goal_image(args.goal_image, self.camera or "") if args.goal_image else None
+        self.state = dict(_parse_goal_state(item) for item in args.goal_state)
+
+    @property
+    def given(self) -> bool:
+        return bool(self.instruction or self.image is not None or self.state)
+
+    def resolve(self, cfg: GoalConfig, where: str) -> Goal | None:
+        """The goal for a policy with goal config `cfg`; UserError (one line) for anything it cannot take."""
+        from robolearn.goal import Goal, check_goal
+
+        if not self.given:
+            return None
+        images = {}
+        if self.image is not None:
+            images[self.camera or (cfg.image_keys[0] if cfg.image_keys else "image")] = self.image
+        goal = Goal(self.instruction, images, self.state)
+        check_goal(goal, cfg, where=where)
+        return goal
+
+
+def _parse_goal_state(item: str) -> tuple[str, np.ndarray]:
+    import numpy as np
+
+    key, sep, raw = item.partition("=")
     try:
-        from robolearn.policies import load_policy
-    except ImportError as exc:
-        raise UserError(f"--checkpoint: policies are not available ({exc})") from None
-    try:
-        policy = load_policy(path, device=device)
-    except UserError:
-        raise
-    except Exception as exc:  # a checkpoint that crashes the loader is malformed
-        raise UserError(f"--checkpoint {path}: cannot load ({type(exc).__name__}: {exc})") from None
-    for attr in ("obs_keys", "obs_horizon", "horizon", "n_action_steps", "action_dim"):
-        if not hasattr(policy.config, attr):
-            raise UserError(f"--checkpoint {path}: config has no {attr!r}")
-    return policy
+        values = [float(v) for v in raw.split(",")] if sep and key else None
+    except ValueError:
+        values = None
+    if not values:
+        raise UserError(f"--goal-state {item!r}: expected KEY=V1,V2,... (numbers)")
+    return key.strip(), np.asarray(values, dtype=np.float32)
 
 
 def _device(name: str) -> str:
@@ -92,6 +131,9 @@ def run(args) -> int:
     if args.policy_server:
         if not args.checkpoint:
             raise UserError("--policy-server needs --checkpoint")
+        if args.instruction or args.goal_image or args.goal_state:
+            raise UserError("--policy-server takes no goal: the daemon sends it with every request")
+        from robolearn.real_robot.checkpoint import load_checkpoint
         from robolearn.real_robot.remote import PolicyServer
 
         server = PolicyServer(load_checkpoint(args.checkpoint, device), args.bind, args.token, device)
@@ -108,6 +150,7 @@ def run(args) -> int:
 def serve(args, device: str) -> int:
     import torch
 
+    from robolearn.real_robot.checkpoint import goal_config, load_checkpoint
     from robolearn.real_robot.config import load_robot_config
     from robolearn.real_robot.control import ControlServer, install_signal_handlers
     from robolearn.real_robot.daemon import Daemon
@@ -118,6 +161,8 @@ def serve(args, device: str) -> int:
     if args.mode:
         overrides["scheduling.mode"] = args.mode
     cfg = load_robot_config(args.robot, overrides)
+    goal_args = GoalArgs(args)
+    proc = None
     if args.remote:
         from robolearn.real_robot.remote import RemotePolicy
 
@@ -125,14 +170,20 @@ def serve(args, device: str) -> int:
     elif args.inference == "process":
         from robolearn.real_robot.remote import spawn_local_server
 
-        _proc, policy = spawn_local_server(args.checkpoint, device, timeout_s=2 * cfg.safety.inference_deadline_s)
+        proc, policy = spawn_local_server(args.checkpoint, device, timeout_s=2 * cfg.safety.inference_deadline_s)
     else:
         policy = load_checkpoint(args.checkpoint, device)
-        if args.compile and device.startswith("cuda"):
-            policy = torch.compile(policy)
+    try:  # before the arm is touched: a goal this policy cannot take is one line, nothing moves
+        goal = goal_args.resolve(goal_config(policy), where=args.checkpoint or args.remote)
+    except UserError:
+        if proc is not None:
+            proc.kill()
+        raise
+    if args.compile and device.startswith("cuda") and args.inference == "thread" and not args.remote:
+        policy = torch.compile(policy)
     driver = make_driver(cfg.driver, cfg)
     try:
-        daemon = Daemon(cfg, driver, policy, events=EventLog(cfg.event_log), device=device)
+        daemon = Daemon(cfg, driver, policy, events=EventLog(cfg.event_log), device=device, goal=goal)
     except ValueError as exc:
         raise UserError(f"{cfg.source}: {exc}") from None
     control = ControlServer(cfg.control_socket, daemon) if cfg.control_socket else None
@@ -142,10 +193,19 @@ def serve(args, device: str) -> int:
     except ValueError as exc:
         daemon.shutdown()
         raise UserError(f"{args.checkpoint or args.remote}: {exc}") from None
-    print(f"serving {cfg.name} at {cfg.control_hz:g} Hz, mode {cfg.scheduling.mode}, events -> {cfg.event_log}")
+    print(f"serving {cfg.name} at {cfg.control_hz:g} Hz, mode {cfg.scheduling.mode}, goal {_describe(goal)}, "
+          f"events -> {cfg.event_log}")
     stats = daemon.run(duration=args.duration)
     if control:
         control.close()
     n = len(stats.lateness)
     print(f"stopped after {n} ticks, {stats.deadline_misses} deadline misses")
     return 0
+
+
+def _describe(goal: Goal | None) -> str:
+    if goal is None:
+        return "none"
+    parts = [f"instruction {goal.instruction!r}"] if goal.instruction else []
+    parts += [f"image {k}" for k in goal.images] + [f"state {k}" for k in goal.state]
+    return ", ".join(parts)

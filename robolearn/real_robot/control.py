@@ -2,7 +2,9 @@
 
 `ControlServer("tcp://127.0.0.1:5599", daemon)` accepts one command per line:
 `estop` (stop this control tick, latched), `arm` (re-arm after a stop),
-`status` (one JSON line back). It runs in its own thread and only sets flags
+`status` (one JSON line back), `goal TEXT` (the instruction of the current
+goal from the next inference on; `goal` alone clears it; refused with an error
+reply if the policy takes no instructions). It runs in its own thread and only sets flags
 the control loop reads at the start of every tick. It binds to loopback only:
 an e-stop port is not something to expose.
 
@@ -20,6 +22,7 @@ import socket
 import threading
 
 from robolearn.errors import UserError
+from robolearn.goal import Goal
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,9 @@ class ControlServer:
     def _client(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rwb", buffering=0) as f:
             for raw in f:
-                line = raw.strip().decode("utf-8", "replace").lower()
+                text = raw.strip().decode("utf-8", "replace")
+                word, _, rest = text.partition(" ")
+                line = word.lower()
                 if line == "estop":
                     self.daemon.request_estop()
                     reply = {"ok": True}
@@ -77,10 +82,24 @@ class ControlServer:
                     self.daemon.request_rearm()
                     reply = {"ok": True}
                 elif line == "status":
-                    reply = {"ok": True, "mode": self.daemon.mode, "tick": self.daemon.tick_n}
+                    goal = self.daemon.goal
+                    reply = {"ok": True, "mode": self.daemon.mode, "tick": self.daemon.tick_n,
+                             "goal": goal.modalities if goal else [], "instruction": (goal and goal.instruction) or ""}
+                elif line == "goal":
+                    reply = self._set_instruction(rest.strip())
                 else:
-                    reply = {"ok": False, "error": f"unknown command {line[:40]!r} (estop | arm | status)"}
+                    reply = {"ok": False, "error": f"unknown command {text[:40]!r} (estop | arm | status | goal TEXT)"}
                 f.write((json.dumps(reply) + "\n").encode())
+
+    def _set_instruction(self, instruction: str) -> dict:
+        """A new instruction, keeping the current goal image / state."""
+        current = self.daemon.goal or Goal()
+        goal = Goal(instruction or None, current.images, current.state)
+        try:
+            self.daemon.set_goal(goal if goal.modalities else None)
+        except UserError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "instruction": instruction}
 
     def close(self) -> None:
         self._stop.set()

@@ -11,6 +11,11 @@ Each tick, on absolute deadlines of `time.monotonic`:
 6. if the worker is idle and the schedule runs low, submit a new inference
    request at the start of an action slot (it never waits for the answer).
 
+Every request carries the daemon's current goal (`robolearn.goal.Goal`: an instruction, goal
+images, goal state; None = no goal). `set_goal` changes it from any thread (the control socket's
+`goal <instruction>` line does); it is checked against the goal modalities the policy was trained
+with, and the first chunk requested after the change is for the new goal.
+
 `run()` ends with `finally: driver.stop()`. `tick(now)` is the whole cycle for
 one time value, so tests can drive it with a fake clock.
 """
@@ -27,13 +32,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robolearn.goal import Goal, GoalConfig, check_goal
 from robolearn.real_robot.adapter import ActionAdapter
+from robolearn.real_robot.checkpoint import goal_config
 from robolearn.real_robot.config import RobotConfig
 from robolearn.real_robot.driver import Driver, DriverError, JointCommand
 from robolearn.real_robot.events import EventLog
 from robolearn.real_robot.model import Kinematics
 from robolearn.real_robot.safety import SafetyFilter
-from robolearn.real_robot.scheduling import Chunk, ChunkScheduler
+from robolearn.policies.scheduling import Chunk, ChunkScheduler
 from robolearn.real_robot.watchdog import HOLD, STOP, Watchdog
 from robolearn.real_robot.worker import ObsHistory, PolicyWorker, Request, obs_from_state
 
@@ -62,17 +69,19 @@ class PolicySpec:
     horizon: int
     n_action_steps: int
     action_dim: int
+    goal: GoalConfig = field(default_factory=GoalConfig)  # the goal modalities it was trained with
 
     @classmethod
     def of(cls, policy) -> "PolicySpec":
         c = policy.config
-        return cls(list(c.obs_keys), int(c.obs_horizon), int(c.horizon), int(c.n_action_steps), int(c.action_dim))
+        return cls(list(c.obs_keys), int(c.obs_horizon), int(c.horizon), int(c.n_action_steps), int(c.action_dim),
+                   goal_config(policy))
 
 
 class Daemon:
     def __init__(self, cfg: RobotConfig, driver: Driver, policy, events: EventLog | None = None,
                  kinematics: Kinematics | None = None, clock=time.monotonic, sleep=time.sleep,
-                 device: str = "cpu", recorder=None):
+                 device: str = "cpu", recorder=None, goal: Goal | None = None):
         self.cfg = cfg
         self.recorder = recorder  # an EpisodeRecorder: (obs, action) at each new action slot
         self._rec_slot: int | None = None
@@ -108,6 +117,10 @@ class Daemon:
         self._hold_why: list[str] = []
         self._clamp_key: tuple = ()
         self._clamp_ticks = 0
+        self._goal_lock = threading.Lock()
+        self._goal: Goal | None = None
+        self._goal_announced: Goal | None = None  # the goal the event log last named
+        self.set_goal(goal)
 
     # ---- external requests (thread/signal safe: they only set flags) --------------------------
     def request_estop(self) -> None:
@@ -118,6 +131,18 @@ class Daemon:
 
     def request_quit(self) -> None:
         self._quit.set()
+
+    def set_goal(self, goal: Goal | None) -> None:
+        """The goal every following inference request carries (None: no goal). UserError, and the goal
+        unchanged, if the policy was not trained for it (modality, camera, size)."""
+        check_goal(goal, self.spec.goal, where="goal")
+        with self._goal_lock:
+            self._goal = goal
+
+    @property
+    def goal(self) -> Goal | None:
+        with self._goal_lock:
+            return self._goal
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,7 +157,7 @@ class Daemon:
 
         sys.setswitchinterval(0.0005)  # the control thread gets the GIL back quickly from the worker
         dt = self.cfg.scheduling.action_dt
-        req = Request(0, self.obs.window(st.t, self.spec.obs_horizon, dt, self.spec.obs_keys), st.t, 0, None)
+        req = Request(0, self.obs.window(st.t, self.spec.obs_horizon, dt, self.spec.obs_keys), st.t, 0, None, self.goal)
         try:
             warm = self.worker.warmup(req)
         except Exception as exc:
@@ -319,7 +344,12 @@ class Daemon:
             n_prefix = max(1, math.ceil(self.cfg.scheduling.rtc_prefix_s / dt))
             prefix = self.sched.prefix(k0, min(n_prefix, self.spec.horizon - 1))
         self._seq += 1
-        req = Request(self._seq, self.obs.window(st.t, self.spec.obs_horizon, dt, self.spec.obs_keys), st.t, k0, prefix)
+        goal = self.goal
+        if goal is not self._goal_announced:
+            self._goal_announced = goal
+            self.events.emit("goal", self.tick_n, now, seq=self._seq, **_describe_goal(goal))
+        req = Request(self._seq, self.obs.window(st.t, self.spec.obs_horizon, dt, self.spec.obs_keys), st.t, k0, prefix,
+                      goal)
         if self.worker.submit(req):
             self._last_req_slot = k
             self.watchdog.inference_start(now)
@@ -378,3 +408,11 @@ def _obs_keys_of(st) -> set[str]:
     from robolearn.real_robot.worker import obs_from_state
 
     return set(obs_from_state(st))
+
+
+def _describe_goal(goal: Goal | None) -> dict:
+    """Event-log fields for a goal (the instruction, which cameras and keys; not the arrays)."""
+    if goal is None:
+        return {"modalities": []}
+    return {"modalities": goal.modalities, "instruction": goal.instruction or "",
+            "images": sorted(goal.images), "state": {k: np.asarray(v, dtype=float).ravel().tolist() for k, v in goal.state.items()}}

@@ -172,7 +172,7 @@ def run_lift_episode(cfg: RobotConfig, policy, seed: int, realtime: bool = True,
 
 def summarize(outcomes: list[LiftOutcome]) -> dict:
     """Success rate with its Wilson 95% interval, the lift times, and the safety counters."""
-    from robolearn.eval.metrics import wilson_interval
+    from robolearn.stats import wilson_interval
 
     n, k = len(outcomes), sum(o.success for o in outcomes)
     times = [o.t_success for o in outcomes if o.success]
@@ -192,9 +192,9 @@ def summarize(outcomes: list[LiftOutcome]) -> dict:
 
 def record_lift_demos(cfg: RobotConfig, policy, store_path, seeds, realtime: bool = False, time_limit: float = 10.0,
                       keep_failures: bool = False, scene: dict | None = None) -> list[LiftOutcome]:
-    """Run `policy` (e.g. `testing.MarkovLiftPolicy`) through the daemon once per seed and append each
-    successful run to a new episode store at `store_path` (the daemon's commanded actions at the policy
-    rate + observations, `record.EpisodeRecorder`), ready for `robolearn train`."""
+    """Run `policy` (a scripted demonstrator, e.g. the tests' `MarkovLiftPolicy`) through the daemon once per
+    seed and append each successful run to a new episode store at `store_path` (the daemon's commanded
+    actions at the policy rate + observations, `record.EpisodeRecorder`), ready for `robolearn train`."""
     from robolearn.datasets.store import EpisodeStore
     from robolearn.real_robot.record import EpisodeRecorder
 

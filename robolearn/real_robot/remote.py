@@ -6,9 +6,19 @@ raw little-endian array bytes described in the header:
 
   request  {"v": 1, "op": "config" | "predict", "token": str | null,
             "arrays": [{"key": "obs/proprio", "dtype": "float32", "shape": [1, 2, 9]}, ...],
-            "prefix_len": int}                                   + one frame per array
+            "prefix_len": int,
+            "goal": {"instruction": str | null}}                 + one frame per array
   reply    {"v": 1, "ok": true, "config": {...}} | {"v": 1, "ok": true, "arrays": [{"key": "action", ...}]}
            | {"v": 1, "ok": false, "error": str}                 + frames
+
+Predict arrays: `obs/<key>` (1, To, ...) observations, `prefix` (1, P, D) committed actions for
+real-time chunking, and the episode's goal (`robolearn.goal.Goal.to_arrays`): `goal_image/<camera>`
+uint8 (H, W, C) and `goal_state/<key>` float32 (D,); the instruction travels in the header's
+"goal" table. No "goal" table and no goal arrays = no goal. The server checks the goal against the
+policy (`check_goal`: a modality it was not trained with, a wrong camera or size) and answers a
+bad one with an error. The config reply carries the policy's spec, whether it has the real-time
+chunking hook, and its goal config ("goal": the `GoalConfig` fields), so a client can refuse a
+bad goal before the arm moves.
 
 The server binds to loopback by default; binding any other address requires a
 token, which every request must then carry (checked in constant time). Dtypes
@@ -25,11 +35,15 @@ import hmac
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from robolearn.config_io import from_dict, to_dict
 from robolearn.errors import UserError
+from robolearn.goal import Goal, GoalConfig, check_goal
+from robolearn.real_robot.checkpoint import goal_config, load_checkpoint
 from robolearn.real_robot.control import is_loopback
 
 log = logging.getLogger(__name__)
@@ -80,12 +94,36 @@ def decode(frames: list[bytes]) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def policy_info(policy) -> dict:
-    from robolearn.real_robot.worker import supports_prefix
+    from robolearn.policies.scheduling import supports_prefix
 
     c = policy.config
     return {"method": getattr(c, "method", "?"), "obs_keys": list(c.obs_keys), "obs_horizon": int(c.obs_horizon),
             "horizon": int(c.horizon), "n_action_steps": int(c.n_action_steps), "action_dim": int(c.action_dim),
-            "image_keys": list(getattr(c, "image_keys", [])), "supports_prefix": supports_prefix(policy)}
+            "image_keys": list(getattr(c, "image_keys", [])), "supports_prefix": supports_prefix(policy),
+            "goal": to_dict(goal_config(policy))}
+
+
+def goal_to_wire(goal: Goal | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """({"goal": header table} or {}, goal arrays) for a predict request."""
+    if goal is None:
+        return {}, {}
+    if not isinstance(goal, Goal):
+        raise TypeError(f"a remote policy takes a robolearn.goal.Goal, got {type(goal).__name__}")
+    header, arrays = goal.to_arrays()
+    return {"goal": header}, arrays
+
+
+def goal_from_wire(header: dict, arrays: dict[str, np.ndarray], cfg: GoalConfig) -> Goal | None:
+    """The request's goal, checked against the policy's goal config; ValueError for a bad one."""
+    table = header.get("goal") or {}
+    if not isinstance(table, dict):
+        raise ValueError("goal: expected a table")
+    goal = Goal.from_arrays(table, arrays)
+    try:
+        check_goal(goal, cfg)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+    return goal
 
 
 class PolicyServer:
@@ -97,6 +135,7 @@ class PolicyServer:
             raise UserError(f"--bind {bind}: a non-loopback address needs --token (or ROBOLEARN_TOKEN)")
         self.policy, self.token, self.device = policy, token, device
         self.info = policy_info(policy)
+        self.goal_cfg = goal_config(policy)
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -125,13 +164,17 @@ class PolicyServer:
         if op != "predict":
             return encode({"ok": False, "error": f"unknown op {op!r}"}, {})
         try:
+            goal = goal_from_wire(header, arrays, self.goal_cfg)
+        except ValueError as exc:
+            return encode({"ok": False, "error": f"bad goal: {exc}"}, {})
+        try:
             obs = {k[4:]: torch.from_numpy(v.copy()).to(self.device) for k, v in arrays.items() if k.startswith("obs/")}
             kwargs = {}
             if "prefix" in arrays and self.info["supports_prefix"]:
                 kwargs = {"prefix": torch.from_numpy(arrays["prefix"].copy()).to(self.device),
                           "prefix_len": int(header.get("prefix_len", 0))}
             with torch.inference_mode():
-                out = self.policy.predict_action_chunk(obs, **kwargs)
+                out = self.policy.predict_action_chunk(obs, goal=goal, **kwargs)
             return encode({"ok": True}, {"action": out.detach().float().cpu().numpy()})
         except Exception as exc:  # the policy failing is an answer, not a crash
             return encode({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, {})
@@ -162,6 +205,7 @@ class RemoteConfig:
     action_dim: int
     image_keys: list[str] = field(default_factory=list)
     supports_prefix: bool = False
+    goal: GoalConfig = field(default_factory=GoalConfig)  # a server from before goals: none
 
 
 class RemotePolicy:
@@ -176,8 +220,10 @@ class RemotePolicy:
         self.sock = None
         try:
             info = self._call({"op": "config"}, {})[0]["config"]
-            self.config = RemoteConfig(**{k: info[k] for k in RemoteConfig.__dataclass_fields__ if k in info})
-        except (TimeoutError, ValueError, KeyError, TypeError) as exc:
+            fields = {k: info[k] for k in RemoteConfig.__dataclass_fields__ if k in info}
+            fields["goal"] = from_dict(GoalConfig, info.get("goal") or {}, "policy server config: goal")
+            self.config = RemoteConfig(**fields)
+        except (TimeoutError, ValueError, KeyError, TypeError, UserError) as exc:
             raise UserError(f"--remote {address}: no valid policy server there ({exc})") from None
         if not self.config.supports_prefix:
             self.predict_action_chunk = self._plain  # hide the rtc hook: the remote policy has none
@@ -213,19 +259,20 @@ class RemotePolicy:
     def reset(self) -> None:
         pass
 
-    def _plain(self, obs, goal=None):
-        return self.predict_action_chunk_remote(obs, None, 0)
+    def _plain(self, obs, goal: Goal | None = None):
+        return self.predict_action_chunk_remote(obs, goal, None, 0)
 
-    def predict_action_chunk(self, obs, goal=None, prefix=None, prefix_len: int = 0):
-        return self.predict_action_chunk_remote(obs, prefix, prefix_len)
+    def predict_action_chunk(self, obs, goal: Goal | None = None, prefix=None, prefix_len: int = 0):
+        return self.predict_action_chunk_remote(obs, goal, prefix, prefix_len)
 
-    def predict_action_chunk_remote(self, obs, prefix, prefix_len):
+    def predict_action_chunk_remote(self, obs, goal: Goal | None, prefix, prefix_len: int):
         import torch
 
-        arrays = {f"obs/{k}": v.detach().cpu().numpy() for k, v in obs.items()}
+        header, arrays = goal_to_wire(goal)
+        arrays.update({f"obs/{k}": v.detach().cpu().numpy() for k, v in obs.items()})
         if prefix is not None:
             arrays["prefix"] = prefix.detach().cpu().numpy()
-        _, out = self._call({"op": "predict", "prefix_len": int(prefix_len)}, arrays)
+        _, out = self._call({**header, "op": "predict", "prefix_len": int(prefix_len)}, arrays)
         if "action" not in out:
             raise ValueError("policy server: reply has no action")
         return torch.from_numpy(out["action"].astype(np.float32))
@@ -234,13 +281,15 @@ class RemotePolicy:
         self._reset()
 
 
-def _server_main(checkpoint: str, device: str, threads: int, conn) -> None:
-    import torch
+def _server_main(checkpoint: str, device: str, threads: int, conn, imports: tuple[str, ...] = ()) -> None:
+    import importlib
 
-    from robolearn.real_robot.cli import load_checkpoint
+    import torch
 
     torch.set_num_threads(threads)
     try:
+        for name in imports:  # modules that register policy classes the checkpoint may name
+            importlib.import_module(name)
         srv = PolicyServer(load_checkpoint(checkpoint, device), "tcp://127.0.0.1:0", None, device)
     except Exception as exc:
         conn.send(f"error: {exc}")
@@ -249,14 +298,18 @@ def _server_main(checkpoint: str, device: str, threads: int, conn) -> None:
     srv.serve()
 
 
-def spawn_local_server(checkpoint: str, device: str = "cpu", threads: int = 1, timeout_s: float = 1.0):
+def spawn_local_server(checkpoint: str, device: str = "cpu", threads: int = 1, timeout_s: float = 1.0,
+                       imports: Sequence[str] = ()):
     """Inference in its own process (no GIL shared with the control loop): a loopback policy
-    server in a child process plus its client. Returns (process, RemotePolicy)."""
+    server in a child process plus its client. Returns (process, RemotePolicy).
+
+    The child is spawned, so it knows only the policy classes `robolearn.policies` registers;
+    `imports` names further modules it imports first (a head registered outside robolearn)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_server_main, args=(checkpoint, device, threads, child), daemon=True,
+    proc = ctx.Process(target=_server_main, args=(checkpoint, device, threads, child, tuple(imports)), daemon=True,
                        name="policy-server")
     proc.start()
     if not parent.poll(300):

@@ -1,11 +1,14 @@
 """Policy worker: runs inference beside the control loop, never in it.
 
 The control loop `submit`s a request (an observation window aligned by
-timestamp, the slot the chunk starts at, and for real-time chunking the
-committed prefix) when the worker is idle, and `poll`s finished results each
+timestamp, the slot the chunk starts at, the episode's goal, and for real-time
+chunking the committed prefix) when the worker is idle, and `poll`s finished results each
 tick; neither call blocks. Inference runs in a thread (torch releases the GIL
 inside its kernels); the policy may equally be a `RemotePolicy` whose server
 runs in another process or on a GPU machine.
+
+Every call is `predict_action_chunk(obs, goal=goal)` with the daemon's current
+goal (a `robolearn.goal.Goal`, or None for no goal).
 
 Real-time chunking hook (optional): a policy whose `predict_action_chunk`
 accepts `prefix` and `prefix_len` keywords gets the committed actions
@@ -18,7 +21,6 @@ the plain way and the scheduler blends instead.
 from __future__ import annotations
 
 import collections
-import inspect
 import logging
 import queue
 import threading
@@ -27,17 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robolearn.policies.scheduling import supports_prefix
+from robolearn.goal import Goal
 from robolearn.real_robot.driver import RobotState
 
 log = logging.getLogger(__name__)
-
-
-def supports_prefix(policy) -> bool:
-    try:
-        params = inspect.signature(policy.predict_action_chunk).parameters
-    except (TypeError, ValueError):
-        return False
-    return "prefix" in params and "prefix_len" in params
 
 
 def obs_from_state(s: RobotState) -> dict[str, np.ndarray]:
@@ -83,6 +79,7 @@ class Request:
     t_obs: float
     k0: int  # slot of the chunk's first action
     prefix: np.ndarray | None  # (P, D) committed actions for rtc, else None
+    goal: Goal | None = None  # what the episode is to achieve (None: no goal)
 
 
 @dataclass
@@ -195,9 +192,9 @@ class PolicyWorker:
         with torch.inference_mode():
             if self.has_prefix_hook and req.prefix is not None:
                 prefix = torch.from_numpy(req.prefix.astype(np.float32))[None].to(self.device)  # (1, P, D)
-                out = self.policy.predict_action_chunk(obs, prefix=prefix, prefix_len=len(req.prefix))
+                out = self.policy.predict_action_chunk(obs, goal=req.goal, prefix=prefix, prefix_len=len(req.prefix))
                 used = len(req.prefix)
             else:
-                out = self.policy.predict_action_chunk(obs)
+                out = self.policy.predict_action_chunk(obs, goal=req.goal)
                 used = 0
         return validate_chunk(out, self.action_dim), used

@@ -1,4 +1,4 @@
-"""Stand-in policies following the Policy protocol, for tests, dry runs and the benchmark.
+"""Stand-in policies following the Policy protocol, for the tests and the daemon benchmark.
 
 `ToyReachPolicy` (eef_delta actions) steers the end effector back and forth
 between two points, with a random offset per chunk standing in for the
@@ -10,6 +10,8 @@ the fault-injection tests need. `JointTargetPolicy` emits absolute joint
 targets (optionally absurd ones) for the joint action space. `ScriptedLiftPolicy`
 (phase state: checks the command path can lift) and `MarkovLiftPolicy` (a function of the
 observation only: the demonstrator a trained policy can imitate) lift the sim arm's cube.
+`GoalReachPolicy` is a real (registered, saveable) policy head that reaches the point its goal
+names and stays put without one: the proof that a goal reached the policy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from robolearn.goal import Goal, GoalConfig, check_goal
+from robolearn.policies import Policy, PolicyConfig, register_policy
 from robolearn.real_robot.adapter import rotation_error
 
 
@@ -66,8 +71,6 @@ class ToyReachPolicy:
         return self._predict(obs, prefix, prefix_len)
 
     def _predict(self, obs, prefix, prefix_len):
-        import torch
-
         self.calls += 1
         if self.latency:
             time.sleep(self.latency * (5 if self.faults == "slow" else 1))
@@ -109,8 +112,6 @@ class JointTargetPolicy:
         self.k = 0
 
     def predict_action_chunk(self, obs, goal=None):
-        import torch
-
         H = self.config.horizon
         t = (self.k + np.arange(H)) * self.dt
         self.k += self.config.n_action_steps
@@ -136,8 +137,6 @@ class ScriptedLiftPolicy:
         self.phase, self.grasp_calls, self.cube0 = 0, 0, None
 
     def predict_action_chunk(self, obs, goal=None):
-        import torch
-
         s = obs["state"][0, -1].double().numpy()
         eef, cube = s[:3], s[9:12]
         if self.cube0 is None:
@@ -235,8 +234,79 @@ class MarkovLiftPolicy:
         return np.concatenate([step, rot, [grip]])
 
     def predict_action_chunk(self, obs, goal=None):
-        import torch
-
         s = obs["state"][0, -1].double().numpy().copy()  # (19,)
         acts = np.repeat(self.act(s)[None], self.config.horizon, axis=0)  # (H, 7): re-planned every slot
         return torch.from_numpy(acts.astype(np.float32))[None]  # (1, H, 7)
+
+
+# ---- a goal-conditioned head ---------------------------------------------------------------------
+# Registered at import, so `load_policy` (and a policy server process that imports this module first:
+# `spawn_local_server(..., imports=["doubles"])`) can rebuild it from a checkpoint directory.
+
+LEFT, RIGHT = (-0.05, 0.15, 1.05), (-0.05, -0.15, 1.05)  # eef targets of the instructions "left" / "right"
+
+
+def reach_goal_state(target) -> np.ndarray:
+    """A goal state for key "proprio" (9,) whose eef position is `target` (the rest is not read)."""
+    return np.concatenate([np.asarray(target, dtype=np.float32), [0, 0, 0, 1, 0.04, -0.04]]).astype(np.float32)
+
+
+@dataclass
+class GoalReachConfig(PolicyConfig):
+    pos_scale: float = 0.05  # metres per unit eef_delta action (the robot config's action.pos_scale)
+
+
+@register_policy("toy_goal_reach")
+class GoalReachPolicy(Policy):
+    """eef_delta actions towards the target its goal names: goal state "proprio" (the eef position in
+    its first three values) or the instruction "left" / "right"; with no goal it holds still. A real
+    `Policy` (config, state dict, save/load), without a learnt goal encoder: it reads the goal itself.
+    `calls` records each goal it was given (the test looks at what crossed a process boundary)."""
+
+    config_class = GoalReachConfig
+    goal_modalities = ("language", "image", "state")
+
+    def __init__(self, config: GoalReachConfig, stats: dict[str, dict]):
+        super().__init__(config, stats)
+        self.goal_encoder = None  # reads its goal directly
+        self.register_buffer("gain", torch.tensor(0.6))
+        self.calls: list[Goal | None] = []
+
+    @classmethod
+    def build(cls, modalities=("language", "state"), image_shape=(8, 8, 3), horizon: int = 8) -> "GoalReachPolicy":
+        goal = GoalConfig(modalities=list(modalities), state_keys=["proprio"], state_dims={"proprio": 9})
+        if "image" in modalities:
+            goal.image_keys, goal.image_shapes = ["agentview_image"], {"agentview_image": list(image_shape)}
+        cfg = GoalReachConfig(obs_keys=["proprio"], obs_shapes={"proprio": [9]}, action_dim=7, obs_horizon=1,
+                              horizon=horizon, n_action_steps=horizon // 2, goal=goal)
+        return cls(cfg, {})
+
+    def target(self, goal) -> np.ndarray | None:
+        """The eef position `goal` (a Goal, a B=1 GoalBatch or None) names, or None."""
+        if isinstance(goal, dict):  # a collated GoalBatch (B=1): back to one Goal
+            present = goal.get("present", {})
+            instruction = goal["instruction"][0] if bool(present.get("language", [False])[0]) else None
+            state = {k: np.asarray(v)[0] for k, v in goal.get("state", {}).items()} if bool(
+                present.get("state", [False])[0]) else {}
+            goal = Goal(instruction, {}, state)
+        if goal is None:
+            return None
+        check_goal(goal, self.config.goal)
+        if "proprio" in goal.state:
+            return np.asarray(goal.state["proprio"], dtype=np.float64)[:3]
+        return {"left": np.array(LEFT), "right": np.array(RIGHT)}.get((goal.instruction or "").strip().lower())
+
+    def predict_action_chunk(self, obs, goal=None) -> torch.Tensor:
+        self.calls.append(goal)
+        p = obs["proprio"][0, -1, :3].double().cpu().numpy()  # (3,) latest eef position
+        target = self.target(goal)
+        H, scale, gain = self.config.horizon, self.config.pos_scale, float(self.gain)
+        acts = np.zeros((H, 7))
+        acts[:, 6] = -1.0  # gripper open
+        for i in range(H if target is not None else 0):
+            acts[i, :3] = np.clip(gain * (target - p) / scale, -1, 1)
+            p = p + scale * acts[i, :3] * 0.9
+        return torch.from_numpy(acts.astype(np.float32))[None].to(self.gain.device)  # (1, H, 7)
+
+    def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError("a scripted stand-in: nothing to train")

@@ -15,7 +15,7 @@ from rr_helpers import fake_daemon, step
 
 from robolearn.real_robot.control import ControlServer, install_signal_handlers, send_command
 from robolearn.real_robot.daemon import HOLDING, RUN, STOPPED
-from robolearn.real_robot.testing import JointTargetPolicy, ToyReachPolicy
+from doubles import JointTargetPolicy, ToyReachPolicy
 
 
 def first_event(d, kinds, after=-np.inf):

@@ -6,7 +6,7 @@ from rr_helpers import SIM_PANDA
 from robolearn.real_robot.config import load_robot_config
 from robolearn.real_robot.drivers.stepped import SteppedSimDriver
 from robolearn.real_robot.lift import SimClock
-from robolearn.real_robot.testing import quat_xyzw_to_matrix
+from doubles import quat_xyzw_to_matrix
 from robolearn.real_robot.worker import obs_from_state
 
 

@@ -11,7 +11,7 @@ from rr_helpers import fake_daemon, step, tiny_checkpoint
 from robolearn.errors import UserError
 from robolearn.real_robot.daemon import HOLDING, RUN
 from robolearn.real_robot.remote import PolicyServer, RemotePolicy, decode, encode, policy_info
-from robolearn.real_robot.testing import ToyReachPolicy
+from doubles import ToyReachPolicy
 
 
 def serve(policy, token=None):

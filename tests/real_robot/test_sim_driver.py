@@ -12,7 +12,7 @@ from robolearn.real_robot.daemon import Daemon
 from robolearn.real_robot.drivers.sim import SimDriver
 from robolearn.real_robot.driver import JointCommand
 from robolearn.real_robot.safety import within_limits
-from robolearn.real_robot.testing import ToyReachPolicy
+from doubles import ToyReachPolicy
 
 
 class Recording(SimDriver):
@@ -139,7 +139,7 @@ def test_serve_refuses_bad_checkpoints_and_configs(tmp_path):
 def test_daemon_lifts_the_cube_on_the_sim_arm():
     """The whole command path (chunks -> scheduling -> differential IK -> safety -> sim arm physics, gripper
     included) lifts robosuite Lift's cube, driven by a privileged scripted policy behind the Policy protocol."""
-    from robolearn.real_robot.testing import ScriptedLiftPolicy
+    from doubles import ScriptedLiftPolicy
 
     cfg = make_cfg(**{"scheduling.mode": "rtc"})
     drv = Recording(cfg)
@@ -168,7 +168,7 @@ def test_recorder_stores_the_daemon_run_as_a_training_episode(tmp_path):
     from robolearn.datasets.sampler import WindowDataset
     from robolearn.datasets.store import EpisodeStore
     from robolearn.real_robot.record import EpisodeRecorder
-    from robolearn.real_robot.testing import ScriptedLiftPolicy
+    from doubles import ScriptedLiftPolicy
 
     cfg = make_cfg()
     drv = Recording(cfg)

@@ -16,7 +16,7 @@ from rr_helpers import ROOT, SIM_PANDA
 
 from robolearn.real_robot.config import load_robot_config
 from robolearn.real_robot.lift import SUCCESS_Z, record_lift_demos, run_lift_episode, summarize
-from robolearn.real_robot.testing import MarkovLiftPolicy
+from doubles import MarkovLiftPolicy
 
 RECIPE = ROOT / "policies" / "lift_bc.toml"
 
