@@ -156,6 +156,31 @@ def test_remote_server_carries_the_goal_and_refuses_a_bad_one():
         th.join(2)
 
 
+def test_goal_images_and_state_cross_the_wire_intact():
+    import torch
+
+    served = GoalReachPolicy.build(modalities=("image", "state"))
+    srv, th = serve_in_thread(served)
+    remote = RemotePolicy(srv.address, timeout_s=5.0)
+    try:
+        assert remote.config.goal.image_shapes == {"agentview_image": [8, 8, 3]}
+        image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        state = reach_goal_state(TARGET)
+        remote.predict_action_chunk({"proprio": torch.zeros(1, 1, 9)},
+                                    goal=Goal(images={"agentview_image": image}, state={"proprio": state}))
+        got = served.calls[-1]
+        assert got.instruction is None and got.images["agentview_image"].dtype == np.uint8
+        np.testing.assert_array_equal(got.images["agentview_image"], image)
+        np.testing.assert_array_equal(got.state["proprio"], state)
+        with pytest.raises(ValueError, match="bad goal: .*expects uint8 \\[8, 8, 3\\]"):
+            remote.predict_action_chunk({"proprio": torch.zeros(1, 1, 9)},
+                                        goal=Goal(images={"agentview_image": np.zeros((4, 4, 3), np.uint8)}))
+    finally:
+        remote.close()
+        srv.stop()
+        th.join(2)
+
+
 # ---- robolearn serve: goal flags ---------------------------------------------------------------------------
 def write_png(path, shape):
     import imageio.v2 as imageio
