@@ -11,7 +11,8 @@ targets (optionally absurd ones) for the joint action space. `ScriptedLiftPolicy
 (phase state: checks the command path can lift) and `MarkovLiftPolicy` (a function of the
 observation only: the demonstrator a trained policy can imitate) lift the sim arm's cube.
 `GoalReachPolicy` is a real (registered, saveable) policy head that reaches the point its goal
-names and stays put without one: the proof that a goal reached the policy.
+names and stays put without one: the proof that a goal reached the policy. `FaultyFakeDriver` is
+the library's fake arm with fault switches.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 from robolearn.goal import Goal, GoalConfig, check_goal
 from robolearn.policies import Policy, PolicyConfig, register_policy
 from robolearn.real_robot.adapter import rotation_error
+from robolearn.real_robot.driver import DriverError, JointCommand, RobotState
+from robolearn.real_robot.drivers.fake import FakeDriver
 
 
 def quat_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -310,3 +313,35 @@ class GoalReachPolicy(Policy):
 
     def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError("a scripted stand-in: nothing to train")
+
+
+class FaultyFakeDriver(FakeDriver):
+    """The fake arm with fault switches: `freeze` (the state, timestamp included, stops updating) and
+    `disconnect` (every call raises DriverError)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.freeze = False
+        self.disconnect = False
+        self._frozen: RobotState | None = None
+
+    def _check_link(self) -> None:
+        if self.disconnect:
+            raise DriverError("fake: disconnected")
+
+    def connect(self) -> None:
+        self._check_link()
+        super().connect()
+
+    def read_state(self) -> RobotState:
+        self._check_link()
+        if not self.freeze:
+            self._frozen = None
+            return super().read_state()
+        if self._frozen is None:
+            self._frozen = super().read_state()
+        return self._frozen
+
+    def send(self, command: JointCommand) -> None:
+        self._check_link()
+        super().send(command)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from doubles import FaultyFakeDriver
 
 from robolearn.real_robot.config import load_robot_config
 from robolearn.real_robot.daemon import Daemon
-from robolearn.real_robot.drivers.fake import FakeDriver
 from robolearn.real_robot.lift import SimClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,10 +25,10 @@ def make_cfg(tmp_path=None, **overrides):
 
 
 def fake_daemon(policy, kin, clock=None, **overrides):
-    """Daemon + FakeDriver sharing one (fake) clock. Returns (daemon, driver, clock)."""
+    """Daemon + fake arm (with fault switches) sharing one (fake) clock. Returns (daemon, driver, clock)."""
     clock = clock or FakeClock()
     cfg = make_cfg(**overrides)
-    drv = FakeDriver(cfg, clock=clock, kinematics=kin)
+    drv = FaultyFakeDriver(cfg, clock=clock, kinematics=kin)
     d = Daemon(cfg, drv, policy, kinematics=kin, clock=clock, sleep=clock.sleep)
     return d, drv, clock
 

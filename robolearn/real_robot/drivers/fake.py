@@ -2,9 +2,9 @@
 
 The joints move toward the last command with a first-order lag; the
 end-effector pose comes from the robot model's kinematics. It records every
-command, hold and stop, checks each command against the config's limits
-(`violations`), and has fault switches: `freeze` (state timestamps stop
-advancing) and `disconnect` (every call raises DriverError).
+command, hold and stop, and checks each command against the config's limits
+(`violations`). (The tests' fault switches - a frozen state, a lost connection -
+are a subclass in tests/real_robot/doubles.py.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from robolearn.real_robot.config import RobotConfig
-from robolearn.real_robot.driver import DriverError, JointCommand, RobotState
+from robolearn.real_robot.driver import JointCommand, RobotState
 from robolearn.real_robot.model import Kinematics, quat_wxyz_to_xyzw
 from robolearn.real_robot.safety import within_limits
 
@@ -41,34 +41,20 @@ class FakeDriver:
         self.stops: list[float] = []
         self.violations: list[str] = []
         self.enabled = False
-        self.freeze = False
-        self.disconnect = False
-        self._frozen_t: float | None = None
         self._paused = False
 
     def connect(self) -> None:
-        if self.disconnect:
-            raise DriverError("fake: disconnected")
         self.enabled = True
 
     def read_state(self) -> RobotState:
-        if self.disconnect:
-            raise DriverError("fake: disconnected")
         now = self.clock()
-        if self.freeze:
-            self._frozen_t = self._frozen_t if self._frozen_t is not None else now
-            now = self._frozen_t
-        else:
-            self._frozen_t = None
-            self.q = self.q + self.lag * (self.q_target - self.q)
+        self.q = self.q + self.lag * (self.q_target - self.q)
         p, R = self.kin.pose(self.q)
         g = 0.04 * (1.0 - self.gripper)
         return RobotState(now, self.q.copy(), np.zeros_like(self.q), p, quat_wxyz_to_xyzw(_mat_to_quat_wxyz(R)),
                           np.array([g, -g]), self.gripper)
 
     def send(self, command: JointCommand) -> None:
-        if self.disconnect:
-            raise DriverError("fake: disconnected")
         # step bound against the previous command, unless a hold/stop came between (the daemon then restarts
         # from the measured position)
         prev = self.commands[-1].q if self.commands and not self._paused else None
