@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the policy (CUDA)")
     p.add_argument("--inference", choices=["thread", "process"], default="thread",
                    help="run the policy in a worker thread or in its own process (loopback policy server)")
-    g = p.add_argument_group("goal (for a policy trained with goals; checked against the checkpoint before the arm moves)")
+    g = p.add_argument_group("goal", "for a policy trained with goals; checked against it before the arm moves")
     g.add_argument("--instruction", help="language instruction (the policy embeds it with its own text encoder)")
     g.add_argument("--goal-image", metavar="PNG", help="goal image for one camera, same size as its observations")
     g.add_argument("--goal-camera", metavar="KEY", help="camera obs key of --goal-image (default: the policy's first)")

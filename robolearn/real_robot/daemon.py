@@ -414,5 +414,6 @@ def _describe_goal(goal: Goal | None) -> dict:
     """Event-log fields for a goal (the instruction, which cameras and keys; not the arrays)."""
     if goal is None:
         return {"modalities": []}
-    return {"modalities": goal.modalities, "instruction": goal.instruction or "",
-            "images": sorted(goal.images), "state": {k: np.asarray(v, dtype=float).ravel().tolist() for k, v in goal.state.items()}}
+    state = {k: np.asarray(v, dtype=float).ravel().tolist() for k, v in goal.state.items()}
+    return {"modalities": goal.modalities, "instruction": goal.instruction or "", "images": sorted(goal.images),
+            "state": state}

@@ -133,7 +133,8 @@ def test_remote_server_carries_the_goal_and_refuses_a_bad_one():
         assert remote.config.goal == local.config.goal
         obs = {"proprio": torch.zeros(1, 1, 9)}
         for goal in (Goal("left"), Goal(state={"proprio": reach_goal_state(TARGET)}), None):
-            torch.testing.assert_close(remote.predict_action_chunk(obs, goal=goal), local.predict_action_chunk(obs, goal))
+            expected = local.predict_action_chunk(obs, goal)
+            torch.testing.assert_close(remote.predict_action_chunk(obs, goal=goal), expected)
         assert not torch.equal(remote.predict_action_chunk(obs, goal=Goal("left")), remote.predict_action_chunk(obs))
         with pytest.raises(ValueError, match="bad goal: .*without image goals"):
             remote.predict_action_chunk(obs, goal=Goal(images={"agentview_image": np.zeros((8, 8, 3), np.uint8)}))
