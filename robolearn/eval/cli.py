@@ -11,16 +11,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a policy checkpoint in sim (parallel rollouts, success rate, videos)",
         description="Roll a policy checkpoint out in its robosuite task over fixed seeds, in worker processes "
-        "(one env each). Writes report.json (success rate with a 95%% Wilson interval, lengths, per-episode "
-        "outcomes, env-steps/s), success.png and K mp4 videos.",
+        "(one env each). Chunks execute through the control daemon's scheduler (--mode), stepped by the sim clock; "
+        "a goal-conditioned policy gets its goal from the env (--goal). Writes report.json (success rate with a "
+        "95%% Wilson interval, lengths, boundary jumps, per-episode outcomes, env-steps/s), success.png and K mp4 videos.",
     )
     p.add_argument("checkpoint", help="policy checkpoint directory (model.safetensors + config.json + stats.json)")
     p.add_argument("--task", help="task to evaluate on (default: the task the checkpoint was trained on)")
     p.add_argument("--episodes", type=int, default=50, help="number of episodes (default 50)")
     p.add_argument("--seed", type=int, default=100000, help="first seed; episode i uses seed+i (default 100000)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: min(2, cores))")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="worker processes (default: min(2, cores)); 0 = run the episodes in this process (debugging)")
     p.add_argument("--videos", type=int, default=2, help="record mp4s of the first K episodes (default 2)")
-    p.add_argument("--temporal-ensemble", action="store_true", help="ACT-style temporal ensembling instead of chunked execution")
+    p.add_argument("--mode", default="receding", metavar="MODE",
+                   help="chunk execution, as on the arm: receding (default; n_action_steps of each chunk), ensemble "
+                   "(ACT temporal ensembling: predict every step, average the overlapping predictions) or rtc "
+                   "(real-time chunking: the committed prefix goes into the policy)")
+    p.add_argument("--goal", default="auto", metavar="GOAL",
+                   help="goal given to the policy: none, language (the task's instruction), image (final frame of the "
+                   "task's scripted expert from the same seed), state (its final low-dim values), or several "
+                   "comma-separated; default auto = every modality the checkpoint was trained with (none for most)")
     p.add_argument("--max-steps", type=int, help="cap episode length below the task horizon")
     p.add_argument("--episode-timeout", type=float, default=600.0, help="seconds before a silent worker counts as hung")
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
@@ -70,14 +79,17 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(
         checkpoint=args.checkpoint, task=args.task, episodes=args.episodes, seed=args.seed, workers=args.workers,
-        videos=args.videos, temporal_ensemble=args.temporal_ensemble, max_steps=args.max_steps,
+        videos=args.videos, mode=args.mode, goal=args.goal, max_steps=args.max_steps,
         episode_timeout=args.episode_timeout, device=args.device, out=args.out,
     )  # fmt: skip
     r = evaluate(cfg)
     lo, hi = r["wilson95"]
+    jumps = r["boundary_jumps"]
     print(f"{r['task']}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
           f"(95% CI {lo:.2f}-{hi:.2f}), errors {r['errors']}, mean length {r['mean_length']}, "
           f"{r['env_steps_per_s']} env-steps/s over {r['workers']} workers")
+    print(f"mode {r['mode']}, goal {','.join(r['goal']) or 'none'}: boundary jump mean {jumps['boundary_mean']:.3f} "
+          f"max {jumps['boundary_max']:.3f} (within chunks mean {jumps['within_mean']:.3f})")
     print(f"report: {r['report']}\nplot:   {r['plot']}")
     for v in r["videos"]:
         print(f"video:  {v}")

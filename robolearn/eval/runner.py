@@ -1,14 +1,18 @@
 """Parallel sim evaluation of a policy checkpoint.
 
-Each worker process (started with `spawn`) loads the checkpoint once, builds one env (one
-GL context per process, never two) and runs the episodes the parent hands it, one at a
-time, over fixed seeds (seed, seed+1, ...). Because the parent assigns every episode, it
+Each worker process (started with `spawn`) loads the checkpoint once (`robolearn.policies.load_policy`),
+builds one env (one GL context per process, never two) and runs the episodes the parent hands it,
+one at a time, over fixed seeds (seed, seed+1, ...). Because the parent assigns every episode, it
 always knows which one a worker holds: a worker that dies, or stays silent past
 `episode_timeout`, turns exactly that episode into an `error` outcome, and a replacement
 runs the rest. Outcomes depend only on the seed, never on which worker ran them.
+`workers=0` runs the episodes in this process instead (debugging; a policy class registered
+only in this process).
 
 The env is built from what the checkpoint needs: a state policy gets no cameras, an image
-policy gets exactly its cameras at its training image size.
+policy gets exactly its cameras at its training image size (plus its goal cameras).
+Chunks are executed by the daemon's scheduler (`mode`, see robolearn/eval/rollout.py); the
+goal (`goal`) comes from the env. The report records both, and the boundary jumps.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import multiprocessing.connection
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from robolearn.errors import UserError
 from robolearn.eval.metrics import summarize
+from robolearn.goal import MODALITIES, GoalConfig
+from robolearn.policies.scheduling import MODES
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +44,17 @@ class EvalConfig:
     task: str | None = None  # None: the task the checkpoint was trained on
     episodes: int = 50
     seed: int = 100000
-    workers: int = 1
+    workers: int = 1  # worker processes; 0 = run the episodes in this process
     videos: int = 0
     video_camera: str = "agentview"
     video_size: int = 128
-    temporal_ensemble: bool = False
+    mode: str = "receding"  # chunk execution: receding | ensemble | rtc (robolearn/policies/scheduling.py)
+    goal: str = "auto"  # none | auto (every modality the checkpoint was trained with) | comma-separated modalities
     max_steps: int | None = None  # cap below the task horizon (quick checks)
     episode_timeout: float = 600.0  # seconds before a worker silent mid-episode counts as hung
     startup_timeout: float = 300.0  # seconds for a worker to load the policy and build its env
     device: str = "cpu"
     out: str | None = None
-    fault: dict = field(default_factory=dict)  # test hook: {"crash_seed": s, "hang_seed": s}
 
 
 def read_checkpoint_config(checkpoint: str | os.PathLike) -> dict:
@@ -59,6 +65,37 @@ def read_checkpoint_config(checkpoint: str | os.PathLike) -> dict:
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
     return read_config_json(path, "policy checkpoint")
+
+
+def goal_config_of(cfg: dict, checkpoint: str) -> GoalConfig:
+    """The checkpoint's goal table (none in checkpoints from before goals: no goal)."""
+    from robolearn.config_io import from_dict
+
+    return from_dict(GoalConfig, cfg.get("goal") or {}, f"{checkpoint}/config.json", "goal.")
+
+
+def resolve_goal(requested: str, trained: GoalConfig, checkpoint: str, task: str) -> list[str]:
+    """`--goal` -> the modalities to build for each episode; one line if the checkpoint was not
+    trained with one of them, or the task cannot provide it."""
+    text = requested.strip().lower()
+    if text == "auto":
+        return list(trained.modalities)
+    if text in ("none", ""):
+        return []
+    wanted = [m.strip() for m in text.split(",") if m.strip()]
+    for m in wanted:
+        if m not in MODALITIES:
+            raise UserError(f"--goal: unknown goal modality {m!r} (expected none, auto or some of {', '.join(MODALITIES)})")
+        if m not in trained.modalities:
+            raise UserError(f"--goal {m}: {checkpoint} was trained without {m} goals "
+                            f"(its goal modalities: {', '.join(trained.modalities) or 'none'})")
+    if {"image", "state"} & set(wanted):
+        from robolearn.sim.experts import EXPERTS
+
+        if task not in EXPERTS:
+            raise UserError(f"--goal {','.join(wanted)}: goal images and states come from the task's scripted expert, "
+                            f"and task {task!r} has none (have {', '.join(sorted(EXPERTS))})")
+    return [m for m in MODALITIES if m in wanted]
 
 
 def env_kwargs_for(cfg: dict) -> tuple[str | None, dict]:
@@ -86,6 +123,15 @@ def env_kwargs_for(cfg: dict) -> tuple[str | None, dict]:
         if recorded.get(k) is not None:
             kwargs[k] = recorded[k]
     return task, kwargs
+
+
+def add_goal_cameras(env_kwargs: dict, goal: GoalConfig) -> None:
+    """Goal images are frames of the goal cameras: the env renders them too, at the goal image size."""
+    cameras = [k[: -len("_image")] if k.endswith("_image") else k for k in goal.image_keys]
+    if not env_kwargs["cameras"]:
+        shapes = [goal.image_shapes[k] for k in goal.image_keys if k in goal.image_shapes]
+        env_kwargs["image_size"] = int(shapes[0][0]) if shapes else env_kwargs["image_size"]
+    env_kwargs["cameras"] = sorted(set(env_kwargs["cameras"]) | set(cameras))
 
 
 def check_compatible(env, cfg: dict, checkpoint: str, task: str) -> None:
@@ -116,19 +162,72 @@ class Worker:
 
 
 # ---------------------------------------------------------------------- worker process
-def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, jobs, results) -> None:
-    import numpy as np
+class EpisodeRunner:
+    """One policy and one env, running episodes by seed: in a worker process, or in the parent
+    with `workers=0`. Raises UserError when the checkpoint cannot run in this env."""
+
+    def __init__(self, cfg: EvalConfig, task: str, env_kwargs: dict, goal: list[str]):
+        from robolearn.eval.rollout import ExecutionConfig
+        from robolearn.policies import load_policy
+        from robolearn.sim import make
+
+        self.cfg, self.goal = cfg, goal
+        ckpt_cfg = read_checkpoint_config(cfg.checkpoint)
+        self.goal_cfg = goal_config_of(ckpt_cfg, cfg.checkpoint)
+        self.execution = ExecutionConfig(mode=cfg.mode)
+        self.policy = load_policy(cfg.checkpoint, device=cfg.device).eval()
+        self.env = make(task, **env_kwargs)
+        try:
+            check_compatible(self.env, ckpt_cfg, cfg.checkpoint, task)
+        except UserError:
+            self.env.close()
+            raise
+
+    def run(self, seed: int, video_path: str | None = None) -> dict:
+        """One episode's outcome; a failing policy or env makes it an `error` outcome (a bad goal
+        raises UserError: it would fail every episode)."""
+        import numpy as np
+
+        from robolearn.eval.rollout import episode_goal, run_policy_episode
+        from robolearn.goal import check_goal
+
+        env, frames, on_frame = self.env, [], None
+        if video_path:
+            # a state policy's env renders at video size; an image policy's env renders at its
+            # training size, so film one of its own cameras
+            cam = self.cfg.video_camera if not env.cameras or self.cfg.video_camera in env.cameras else env.cameras[0]
+
+            def on_frame(e, cam=cam):
+                frames.append(e.render_camera(cam).copy())
+
+        gc = self.goal_cfg
+        try:
+            goal = episode_goal(env, seed, self.goal, gc.image_keys, gc.state_keys)
+            check_goal(goal, gc, "--goal")
+            out = run_policy_episode(env, self.policy, seed, self.execution, goal, self.cfg.max_steps, on_frame)
+            out["goal"] = goal.modalities if goal is not None else []
+            if video_path and frames:
+                import imageio.v2 as imageio
+
+                imageio.mimwrite(video_path, np.stack(frames), fps=int(getattr(env.spec_, "control_freq", 20)),
+                                 macro_block_size=1)
+                out["video"] = video_path
+        except UserError:
+            raise
+        except Exception as exc:  # the policy or env failed on this episode: report it, keep going
+            out = {"seed": int(seed), "success": False, "length": 0, "error": f"{type(exc).__name__}: {exc}"}
+        return out
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, goal: list[str], jobs, results) -> None:
     import torch
 
     torch.set_num_threads(1)
     try:
-        from robolearn.eval.rollout import run_policy_episode
-        from robolearn.policies import load_policy
-        from robolearn.sim import make
-
-        policy = load_policy(cfg.checkpoint, device=cfg.device).eval()
-        env = make(task, **env_kwargs)
-        check_compatible(env, read_checkpoint_config(cfg.checkpoint), cfg.checkpoint, task)
+        runner = EpisodeRunner(cfg, task, env_kwargs, goal)
     except UserError as exc:
         results.send(("fatal", wid, str(exc)))
         return
@@ -138,31 +237,13 @@ def _worker(wid: int, cfg: EvalConfig, task: str, env_kwargs: dict, jobs, result
         if job is None:
             break
         index, seed, video_path = job
-        if cfg.fault.get("crash_seed") == seed:
-            os._exit(3)  # test hook: a worker dying mid-episode
-        if cfg.fault.get("hang_seed") == seed:
-            time.sleep(3600)  # test hook: a worker hanging mid-episode
-        frames: list[np.ndarray] = []
-        on_frame = None
-        if video_path:
-            # a state policy's env renders at video size; an image policy's env renders at its
-            # training size, so film one of its own cameras
-            cam = cfg.video_camera if not env.cameras or cfg.video_camera in env.cameras else env.cameras[0]
-
-            def on_frame(e, cam=cam):
-                frames.append(e.render_camera(cam).copy())
-
         try:
-            out = run_policy_episode(env, policy, seed, cfg.temporal_ensemble, cfg.max_steps, on_frame)
-            if video_path and frames:
-                import imageio.v2 as imageio
-
-                imageio.mimwrite(video_path, frames, fps=int(getattr(env.spec_, "control_freq", 20)), macro_block_size=1)
-                out["video"] = video_path
-        except Exception as exc:  # the policy or env failed on this episode: report it, keep going
-            out = {"seed": int(seed), "success": False, "length": 0, "error": f"{type(exc).__name__}: {exc}"}
+            out = runner.run(seed, video_path)
+        except UserError as exc:
+            results.send(("fatal", wid, str(exc)))
+            break
         results.send(("done", wid, index, out))
-    env.close()
+    runner.close()
 
 
 # ---------------------------------------------------------------------- parent
@@ -170,18 +251,24 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run the evaluation; returns the report (also written to <out>/report.json)."""
     if cfg.episodes < 1:
         raise UserError(f"--episodes: expected at least 1, got {cfg.episodes}")
-    if cfg.workers < 1:
-        raise UserError(f"--workers: expected at least 1, got {cfg.workers}")
+    if cfg.workers < 0:
+        raise UserError(f"--workers: expected 0 (in this process) or more, got {cfg.workers}")
+    if cfg.mode not in MODES:
+        raise UserError(f"--mode: expected one of {', '.join(MODES)}, got {cfg.mode!r}")
     ckpt_cfg = read_checkpoint_config(cfg.checkpoint)
     trained_task, env_kwargs = env_kwargs_for(ckpt_cfg)
-    if not env_kwargs["cameras"]:  # a state policy's env renders only for the videos
-        env_kwargs["image_size"] = cfg.video_size
     task = cfg.task or trained_task
     if not task:
         raise UserError(f"{cfg.checkpoint}: the checkpoint records no task; pass --task")
     from robolearn.sim.suite import get_spec
 
     get_spec(task)  # unknown task -> UserError before any process starts
+    trained_goal = goal_config_of(ckpt_cfg, cfg.checkpoint)
+    goal = resolve_goal(cfg.goal, trained_goal, cfg.checkpoint, task)  # before any worker: one line if refused
+    if "image" in goal:
+        add_goal_cameras(env_kwargs, trained_goal)
+    if not env_kwargs["cameras"]:  # a state policy's env renders only for the videos
+        env_kwargs["image_size"] = cfg.video_size
     out = Path(cfg.out or Path("runs") / "eval" / f"{task}_{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -201,7 +288,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         nonlocal next_id
         jobs = ctx.Queue()
         recv, send = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(next_id, cfg, task, env_kwargs, jobs, send), daemon=True)
+        p = ctx.Process(target=_worker, args=(next_id, cfg, task, env_kwargs, goal, jobs, send), daemon=True)
         p.start()
         send.close()  # the parent keeps only the reading end: EOF once the worker is gone
         workers[next_id] = Worker(p, jobs, recv, time.monotonic())
@@ -242,48 +329,62 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 
     bar = tqdm(total=cfg.episodes, desc=f"eval {task}", unit="ep", disable=not progress)
     t0 = time.perf_counter()
-    for _ in range(min(cfg.workers, cfg.episodes)):
-        start_worker()
-    n_workers = len(workers)
-    t_ready = None  # when the first worker had loaded its policy and env
-    try:
-        while len(outcomes) < cfg.episodes:
-            by_conn = {w.results: wid for wid, w in workers.items() if not w.eof}
-            for conn in mp.connection.wait(list(by_conn), timeout=0.5):
-                wid = by_conn[conn]
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    workers[wid].eof = True  # gone or going: the health check below retires it once reaped
-                    continue
-                kind = msg[0]
-                if kind == "fatal":
-                    raise UserError(msg[2])
-                if kind == "ready" and t_ready is None:
-                    t_ready = time.perf_counter()
-                if kind == "done":
-                    outcomes[msg[2]] = msg[3]
-                    bar.update(1)
-                    bar.set_postfix(success=f"{sum(o['success'] for o in outcomes.values())}/{len(outcomes)}")
-                assign(workers[wid])  # "ready" or "done": the worker is idle, give it the next episode
-            now = time.monotonic()
-            for wid, w in list(workers.items()):
-                if not w.process.is_alive():
-                    retire(wid, "crashed")
-                elif w.job is not None and now - w.since > cfg.episode_timeout:
-                    retire(wid, f"hung (> {cfg.episode_timeout:.0f} s)")
-                elif not w.ready and now - w.since > cfg.startup_timeout:
-                    retire(wid, f"did not start (> {cfg.startup_timeout:.0f} s)")
-            if not workers and len(outcomes) < cfg.episodes:
-                raise RuntimeError("every evaluation worker exited before the episodes were done")
-    finally:
-        bar.close()
-        for w in workers.values():
-            w.jobs.put(None)
-        for w in workers.values():
-            w.process.join(timeout=10)
-            if w.process.is_alive():
-                w.process.kill()
+    if cfg.workers == 0:
+        n_workers, t_ready, runner = 0, None, None
+        try:
+            runner = EpisodeRunner(cfg, task, env_kwargs, goal)
+            t_ready = time.perf_counter()
+            while pending:
+                index, seed, video_path = pending.pop()
+                outcomes[index] = runner.run(seed, video_path)
+                bar.update(1)
+        finally:
+            bar.close()
+            if runner is not None:
+                runner.close()
+    else:
+        for _ in range(min(cfg.workers, cfg.episodes)):
+            start_worker()
+        n_workers = len(workers)
+        t_ready = None  # when the first worker had loaded its policy and env
+        try:
+            while len(outcomes) < cfg.episodes:
+                by_conn = {w.results: wid for wid, w in workers.items() if not w.eof}
+                for conn in mp.connection.wait(list(by_conn), timeout=0.5):
+                    wid = by_conn[conn]
+                    try:
+                        msg = conn.recv()
+                    except (EOFError, OSError):
+                        workers[wid].eof = True  # gone or going: the health check below retires it once reaped
+                        continue
+                    kind = msg[0]
+                    if kind == "fatal":
+                        raise UserError(msg[2])
+                    if kind == "ready" and t_ready is None:
+                        t_ready = time.perf_counter()
+                    if kind == "done":
+                        outcomes[msg[2]] = msg[3]
+                        bar.update(1)
+                        bar.set_postfix(success=f"{sum(o['success'] for o in outcomes.values())}/{len(outcomes)}")
+                    assign(workers[wid])  # "ready" or "done": the worker is idle, give it the next episode
+                now = time.monotonic()
+                for wid, w in list(workers.items()):
+                    if not w.process.is_alive():
+                        retire(wid, "crashed")
+                    elif w.job is not None and now - w.since > cfg.episode_timeout:
+                        retire(wid, f"hung (> {cfg.episode_timeout:.0f} s)")
+                    elif not w.ready and now - w.since > cfg.startup_timeout:
+                        retire(wid, f"did not start (> {cfg.startup_timeout:.0f} s)")
+                if not workers and len(outcomes) < cfg.episodes:
+                    raise RuntimeError("every evaluation worker exited before the episodes were done")
+        finally:
+            bar.close()
+            for w in workers.values():
+                w.jobs.put(None)
+            for w in workers.values():
+                w.process.join(timeout=10)
+                if w.process.is_alive():
+                    w.process.kill()
     wall = time.perf_counter() - t0
 
     ordered = [outcomes[i] for i in range(cfg.episodes)]
@@ -303,13 +404,32 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "env_steps_per_s_after_startup": round(steps / (t0 + wall - t_ready), 1) if t_ready else None,
         "workers": n_workers,
         "device": cfg.device,
-        "temporal_ensemble": cfg.temporal_ensemble,
+        "mode": cfg.mode,
+        "goal": goal,
+        "boundary_jumps": aggregate_jumps(ordered),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "videos": [o["video"] for o in ordered if o.get("video")],
         "per_episode": ordered,
     }
     write_report(report, out)
     return report
+
+
+def aggregate_jumps(outcomes: list[dict]) -> dict:
+    """Boundary jumps over every episode: the largest, and the mean over every chunk boundary
+    (and within chunks), of max |a_k+1 - a_k| between consecutive executed actions."""
+    per = [o["boundary_jumps"] for o in outcomes if "boundary_jumps" in o]
+    n_b = sum(j["n_boundaries"] for j in per)
+    n_w = sum(j.get("n_within", 0) for j in per)
+    return {
+        "boundary_max": max((j["boundary_max"] for j in per), default=0.0),
+        "boundary_mean": sum(j["boundary_mean"] * j["n_boundaries"] for j in per) / n_b if n_b else 0.0,
+        "within_max": max((j["within_max"] for j in per), default=0.0),
+        "within_mean": sum(j["within_mean"] * j.get("n_within", 0) for j in per) / n_w if n_w else 0.0,
+        "n_boundaries": n_b,
+        "n_within": n_w,
+        "chunks": sum(o.get("chunks", 0) for o in outcomes),
+    }
 
 
 def write_report(report: dict, out: Path) -> None:

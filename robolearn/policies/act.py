@@ -124,21 +124,3 @@ class ACTPolicy(Policy):
         z = parts[0].new_zeros(parts[0].shape[0], self.config.latent_dim)
         return self.normalizer.unnormalize(self.config.action_key, self._decode(parts, z, goal))
 
-
-class TemporalEnsembler:
-    """ACT's temporal ensembling: average every chunk's prediction for the current step,
-    weights exp(-k * age) with the oldest prediction weighted most (k = 0.01 in the paper)."""
-
-    def __init__(self, k: float = 0.01):
-        self.k = k
-        self.reset()
-
-    def reset(self) -> None:
-        self.chunks: list[torch.Tensor] = []  # each (B, T, Da), index 0 = current step
-
-    def update(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Add the chunk predicted at this step, return the action to execute (B, Da)."""
-        self.chunks = [c[:, 1:] for c in self.chunks if c.shape[1] > 1] + [chunk]
-        preds = torch.stack([c[:, 0] for c in self.chunks], dim=0)  # (N, B, Da), oldest first
-        w = torch.exp(-self.k * torch.arange(len(self.chunks), dtype=preds.dtype, device=preds.device))
-        return (preds * (w / w.sum())[:, None, None]).sum(0)

@@ -1,5 +1,10 @@
 """Chunk scheduling: turn timestamped action chunks into one action per time slot.
 
+The one chunk executor: the control daemon (robolearn/real_robot/daemon.py, stepped by
+`time.monotonic`) and sim evaluation (robolearn/eval/rollout.py, stepped by the sim clock:
+slot k = env step k) both execute a policy's chunks through `ChunkScheduler`, so a sim success
+rate measures the execution the arm runs. It lives beside the policies (below both users).
+
 Time is cut into slots of `action_dt` on a global grid (slot k starts at
 `t_ref + k * dt`; `t_ref` is fixed by the first chunk). The policy worker
 takes its observation at the start of a slot, so a chunk predicted from the
@@ -25,10 +30,27 @@ jumps (largest action change where the source chunk switches) can be measured.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+MODES = ("receding", "ensemble", "rtc")
+
+
+def supports_prefix(policy) -> bool:
+    """Does `policy.predict_action_chunk` take the real-time-chunking hook (`prefix`, `prefix_len`)?
+
+    The hook: given the committed actions `prefix` (B, P, action_dim), return a chunk whose first
+    `prefix_len` actions continue them. A head declares it with its class attribute
+    `supports_prefix`; a head declaring False is never passed a prefix. Objects without the
+    attribute (stand-ins, a remote policy) are asked by their signature."""
+    try:
+        params = inspect.signature(policy.predict_action_chunk).parameters
+    except (TypeError, ValueError):
+        return False
+    return "prefix" in params and "prefix_len" in params and getattr(policy, "supports_prefix", None) is not False
 
 
 @dataclass
@@ -43,7 +65,7 @@ class Chunk:
 class ChunkScheduler:
     def __init__(self, mode: str, dt: float, exec_latency: float = 0.0, ensemble_k: float = 0.01,
                  blend_steps: int = 4, history: int = 100_000):
-        assert mode in ("receding", "ensemble", "rtc"), mode
+        assert mode in MODES, mode
         self.mode = mode
         self.dt = float(dt)
         self.exec_latency = float(exec_latency)
@@ -162,6 +184,11 @@ class ChunkScheduler:
         frac = (now - self.slot_time(k)) / self.dt
         return a + frac * (nxt - a), k
 
+    def planned(self, k: int) -> int:
+        """Scheduled, not yet committed actions at slots k and later."""
+        store = self._votes if self.mode == "ensemble" else self._future
+        return sum(1 for s in store if s >= k)
+
     def remaining(self, now: float) -> int:
         """Scheduled actions at slots starting after `now`."""
         if self.t_ref is None:
@@ -201,4 +228,5 @@ def boundary_jumps(history: list[tuple[int, np.ndarray, int]]) -> dict:
         "within_max": max(within, default=0.0),
         "within_mean": float(np.mean(within)) if within else 0.0,
         "n_boundaries": len(at_boundary),
+        "n_within": len(within),
     }

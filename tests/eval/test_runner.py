@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+from eval_doubles import faulty_worker
 
 from robolearn.cli import main
 from robolearn.errors import UserError
+from robolearn.eval import runner
 from robolearn.eval.metrics import wilson_interval
 from robolearn.eval.runner import EvalConfig, evaluate
 from robolearn.policies import make_policy
@@ -54,6 +57,21 @@ def test_same_seeds_same_outcomes_whatever_the_workers(ckpt, tmp_path):
     digests = [o["actions_sha1"] for o in one["per_episode"]]
     assert len(set(digests)) == 3  # different seeds really give different episodes
     assert one["errors"] == 0 and one["env_steps"] == 36
+    here = evaluate(EvalConfig(**common, workers=0, out=str(tmp_path / "c")), progress=False)  # in this process
+    assert here["per_episode"] == one["per_episode"] and here["workers"] == 0
+
+
+@pytest.mark.parametrize("mode", ["receding", "ensemble", "rtc"])
+def test_report_records_the_mode_and_boundary_jumps(ckpt, tmp_path, mode):
+    r = evaluate(EvalConfig(checkpoint=ckpt, episodes=2, max_steps=10, workers=0, mode=mode, out=str(tmp_path)),
+                 progress=False)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["mode"] == mode and saved["goal"] == []
+    jumps, per = saved["boundary_jumps"], [o["boundary_jumps"] for o in saved["per_episode"]]
+    assert jumps["n_boundaries"] == sum(j["n_boundaries"] for j in per) > 0
+    assert jumps["boundary_max"] == max(j["boundary_max"] for j in per) > 0
+    # receding: a new chunk every n_action_steps (8) steps; ensemble: every step
+    assert jumps["chunks"] == (20 if mode == "ensemble" else 4) == r["boundary_jumps"]["chunks"]
 
 
 def test_report_plot_and_playable_video(ckpt, tmp_path):
@@ -69,18 +87,19 @@ def test_report_plot_and_playable_video(ckpt, tmp_path):
     assert np.std(frames[-1]) > 5  # a rendered scene, not a blank frame
 
 
-def test_a_crashing_worker_costs_only_its_episode(ckpt, tmp_path):
-    r = evaluate(EvalConfig(checkpoint=ckpt, episodes=3, max_steps=5, workers=1, out=str(tmp_path),
-                            fault={"crash_seed": 100001}), progress=False)
+def test_a_crashing_worker_costs_only_its_episode(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_worker", partial(faulty_worker, crash_seed=100001))  # dies taking seed 100001
+    r = evaluate(EvalConfig(checkpoint=ckpt, episodes=3, max_steps=5, workers=1, out=str(tmp_path)), progress=False)
     errors = {o["seed"]: o.get("error") for o in r["per_episode"]}
     assert errors[100000] is None and errors[100002] is None
     assert "crashed" in errors[100001]
     assert r["errors"] == 1 and r["per_episode"][2]["length"] == 5
 
 
-def test_a_hung_worker_is_killed_and_reported(ckpt, tmp_path):
+def test_a_hung_worker_is_killed_and_reported(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_worker", partial(faulty_worker, hang_seed=100000))  # hangs taking seed 100000
     r = evaluate(EvalConfig(checkpoint=ckpt, episodes=2, max_steps=5, workers=2, out=str(tmp_path),
-                            episode_timeout=8, fault={"hang_seed": 100000}), progress=False)
+                            episode_timeout=8), progress=False)
     assert "hung" in r["per_episode"][0]["error"] and r["per_episode"][1].get("error") is None
 
 
@@ -98,6 +117,16 @@ def test_bad_input(ckpt, tmp_path, capsys):
     assert "--episodes: expected at least 1" in capsys.readouterr().err
     assert main(["eval", ckpt, "--task", "nope", "--episodes", "1"]) == 1
     assert "nope" in capsys.readouterr().err
+    for args, marker in [(["--mode", "temporal"], "--mode: expected one of receding, ensemble, rtc, got 'temporal'"),
+                         (["--goal", "language"], "--goal language: " + ckpt + " was trained without language goals"),
+                         (["--goal", "image,state"], "trained without image goals"),
+                         (["--goal", "smell"], "--goal: unknown goal modality 'smell'"),
+                         (["--workers", "-1"], "--workers: expected 0")]:
+        out = tmp_path / "never"
+        assert main(["eval", ckpt, "--episodes", "1", "--out", str(out), *args]) == 1
+        err = capsys.readouterr().err
+        assert marker in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()  # refused before anything was written or any worker started
     wrong_dim = lift_checkpoint(tmp_path / "six", action_dim=6)
     with pytest.raises(UserError, match="action_dim 6 but task 'lift' takes 7"):
         evaluate(EvalConfig(checkpoint=wrong_dim, episodes=1, max_steps=2, out=str(tmp_path / "o1")), progress=False)

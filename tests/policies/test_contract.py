@@ -141,17 +141,6 @@ def test_saving_again_replaces_the_checkpoint_atomically(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in b.state_dict().items())
 
 
-def test_act_temporal_ensembling_weights_older_predictions_more():
-    from robolearn.policies.act import TemporalEnsembler
-
-    ens = TemporalEnsembler(k=0.5)
-    first = ens.update(torch.zeros(1, 4, 2))
-    assert torch.equal(first, torch.zeros(1, 2))
-    second = ens.update(torch.ones(1, 4, 2))  # older chunk says 0, newer says 1
-    w_old, w_new = 1.0, torch.exp(torch.tensor(-0.5)).item()
-    assert torch.allclose(second, torch.full((1, 2), w_new / (w_old + w_new)))
-
-
 def test_pretrained_image_encoder_loads_and_stays_frozen(tmp_path):
     from safetensors.torch import save_file
 
