@@ -24,12 +24,12 @@ def make_cfg(tmp_path=None, **overrides):
     return load_robot_config(SIM_PANDA, ov)
 
 
-def fake_daemon(policy, kin, clock=None, **overrides):
+def fake_daemon(policy, kin, clock=None, goal=None, **overrides):
     """Daemon + fake arm (with fault switches) sharing one (fake) clock. Returns (daemon, driver, clock)."""
     clock = clock or FakeClock()
     cfg = make_cfg(**overrides)
     drv = FaultyFakeDriver(cfg, clock=clock, kinematics=kin)
-    d = Daemon(cfg, drv, policy, kinematics=kin, clock=clock, sleep=clock.sleep)
+    d = Daemon(cfg, drv, policy, kinematics=kin, clock=clock, sleep=clock.sleep, goal=goal)
     return d, drv, clock
 
 

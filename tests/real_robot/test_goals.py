@@ -16,9 +16,9 @@ from rr_helpers import SIM_PANDA, fake_daemon, step, tiny_checkpoint
 
 from robolearn.cli import main
 from robolearn.errors import UserError
-from robolearn.goal import Goal
+from robolearn.goal import Goal, GoalConfig
 from robolearn.real_robot.control import ControlServer, send_command
-from robolearn.real_robot.daemon import RUN
+from robolearn.real_robot.daemon import HOLDING, RUN
 from robolearn.real_robot.remote import PolicyServer, RemotePolicy, spawn_local_server
 
 TARGET = (-0.02, -0.08, 0.95)  # a goal-state target: neither the start nor LEFT / RIGHT
@@ -153,6 +153,28 @@ def test_remote_server_carries_the_goal_and_refuses_a_bad_one():
             remote.predict_action_chunk({"proprio": torch.zeros(1, 2, 9)}, goal=Goal("left"))
     finally:
         remote.close()
+        srv.stop()
+        th.join(2)
+
+
+def test_daemon_holds_when_the_server_refuses_its_goal(kin):
+    """The server answers a goal it cannot take with an error (here: its checkpoint was swapped for one
+    without language goals after the daemon connected): a failed inference, so the arm holds."""
+    srv, th = serve_in_thread(GoalReachPolicy.build())
+    remote = RemotePolicy(srv.address, timeout_s=5.0)
+    d, drv, clock = fake_daemon(remote, kin, goal=Goal("left"))
+    try:
+        d.start()
+        step(d, clock, 40)
+        assert d.mode == RUN and drv.commands
+        srv.goal_cfg = GoalConfig(modalities=["state"], state_keys=["proprio"], state_dims={"proprio": 9})
+        step(d, clock, 60)
+        err = next(e for e in d.events.events if e["kind"] == "policy_error")
+        assert "bad goal" in err["error"] and "no text encoder" in err["error"]
+        hold = next(e for e in d.events.events if e["kind"] == "hold" and e["t"] > err["t"])
+        assert d.mode == HOLDING and [c for c in drv.commands if c.t > hold["t"]] == [] and drv.violations == []
+    finally:
+        d.shutdown()
         srv.stop()
         th.join(2)
 
