@@ -37,7 +37,7 @@ def _recipe(path: str) -> dict:
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
-        from robolearn.train.config import renamed_recipe_error  # old recipe names say where they went
+        from robolearn.config_io import renamed_recipe_error  # old recipe names say where they went
 
         raise (renamed_recipe_error(Path(path)) or UserError(f"{path}: recipe not found")) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:

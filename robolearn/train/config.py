@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from robolearn.errors import UserError
 from robolearn.policies.base import PolicyConfig, policy_class
-from robolearn.config_io import apply_overrides, from_dict, to_dict
+from robolearn.config_io import apply_overrides, from_dict, read_recipe_file, to_dict
 
 
 @dataclass
@@ -130,58 +130,6 @@ def read_recipe_toml(path: str | Path | None, overrides: list[str] = (), base: d
         data = read_recipe_file(Path(path))
     data = apply_overrides(data, list(overrides))
     return data, where if not overrides else f"{where} (+ overrides)"
-
-
-# Recipes that moved: "<folder>/<old name>" -> new name in the same folder. Reading an old name
-# that no longer exists is a one-line error naming the new one (also for `robolearn collect`).
-RENAMED_RECIPES: dict[str, str] = {
-    "datasets/lift_ph.toml": "lift_image.toml",  # stores follow datasets/<task>[_image].toml -> datasets/stores/
-}
-
-
-def renamed_recipe_error(path: Path) -> UserError | None:
-    """The error for a missing recipe ``path`` that was renamed (RENAMED_RECIPES), else None."""
-    new = RENAMED_RECIPES.get(f"{path.parent.name}/{path.name}")
-    return UserError(f"{path}: renamed to {path.parent / new}") if new else None
-
-
-def read_recipe_file(path: Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """One recipe TOML as a dict, its ``base = "other.toml"`` (relative to ``path``) resolved: the
-    base's own data (recursively) deep-merged with this file's, this file winning. A missing file,
-    bad TOML, a missing base or a cycle is a one-line UserError naming the file."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise (renamed_recipe_error(path) or UserError(f"{path}: recipe not found")) from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: invalid TOML ({exc})") from None
-    if "base" not in data:
-        return data
-    ref = data.pop("base")
-    if not isinstance(ref, str) or not ref:
-        raise UserError(f"{path}: 'base' expected the path of another recipe (relative to this file), got {ref!r}")
-    including = (*_including, path.resolve())
-    base_path = path.parent / ref
-    if base_path.resolve() in including:
-        chain = " -> ".join(p.name for p in (*including, base_path.resolve()))
-        raise UserError(f"{path}: base {ref!r} makes a cycle ({chain})")
-    if not base_path.is_file():
-        raise UserError(f"{path}: base {ref!r} not found (looked for {base_path})")
-    return deep_merge(read_recipe_file(base_path, including), data)
-
-
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated with ``top`` (new dicts): tables present in both merge recursively, any
-    other value in ``top`` (lists too) replaces the base's."""
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def save_run_config(run: RunConfig, path: Path) -> None:

@@ -14,7 +14,8 @@ import pytest
 from robolearn.cli import main
 from robolearn.errors import UserError
 from robolearn.sim.suite import load_suite
-from robolearn.train.config import RENAMED_RECIPES, load_recipe
+from robolearn.config_io import RENAMED_RECIPES
+from robolearn.train.config import load_recipe
 
 try:  # the pretraining run module is moving into robolearn/train
     from robolearn.train.pretrain_run import load_pretrain_recipe
