@@ -127,7 +127,7 @@ def encoder_dir(scratch: Path, profile: str, task: str, method: str, source: str
 
 
 def pretrain_encoder(method: str, source: str, args) -> dict:
-    from robolearn.pretrain.run import load_pretrain_recipe, pretrain
+    from robolearn.train.pretrain_run import load_pretrain_recipe, pretrain
 
     t0 = time.perf_counter()
     prof = PROFILES[args.profile]
@@ -183,8 +183,7 @@ def load_image_encoder(run_dir: Path | None, shape: list[int], width: int):
     import torch
 
     from robolearn.nn.vision import ResNetImageEncoder
-    from robolearn.pretrain.base import small_encoder
-    from robolearn.pretrain.run import load_pretrainer
+    from robolearn.pretrain.base import load_pretrainer, small_encoder
 
     if run_dir is not None:
         return load_pretrainer(run_dir).encoder.eval()
@@ -222,7 +221,7 @@ def probe(args) -> list[dict]:
 def infocon(args) -> dict:
     from robolearn.datasets.store import EpisodeStore, copy_episodes
     from robolearn.pretrain.infocon import fixed_length_segments, segmentation_scores
-    from robolearn.pretrain.run import load_pretrain_recipe, pretrain
+    from robolearn.train.pretrain_run import load_pretrain_recipe, pretrain
 
     t0 = time.perf_counter()
     src = EpisodeStore.open(args.scratch / "datasets" / "stores" / f"{args.task}_ph_state.zarr")

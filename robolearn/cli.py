@@ -19,8 +19,7 @@ from robolearn.errors import UserError
 COMMAND_MODULES = [
     "robolearn.datasets.cli",  # data
     "robolearn.sim.cli",  # collect
-    "robolearn.train.cli",  # train
-    "robolearn.pretrain.cli",  # pretrain
+    "robolearn.train.cli",  # train, pretrain
     "robolearn.eval.cli",  # eval, quickstart
     "robolearn.real_robot.cli",  # serve
 ]

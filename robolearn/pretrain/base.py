@@ -10,6 +10,8 @@ unchanged (same checkpoints, progress, plots, resume):
     finish(out, store_path) -> dict            # after training: export the encoder (InfoCon: label the store)
     write_files(dir)                           # model.safetensors + config.json + stats.json
 
+``load_pretrainer(dir)`` rebuilds one from those files (a training checkpoint).
+
 ``batch`` is a collated `WindowDataset` item: obs {key: (B, To + Tf, ...)} with To = obs_horizon
 past/current steps followed by Tf = obs_future future steps, obs_is_pad (B, To + Tf) when Tf > 0,
 action (B, Ta, Da), action_is_pad (B, Ta). Camera frames stay uint8 HWC; low-dim keys are
@@ -37,8 +39,8 @@ from robolearn.errors import UserError
 from robolearn.nn.normalizer import Normalizer
 from robolearn.nn.obs_encoder import EncoderConfig
 from robolearn.nn.vision import ResNetImageEncoder, crop_images
-from robolearn.files import atomic_dir, cpu_tensors, write_model_files
-from robolearn.config_io import to_dict
+from robolearn.files import atomic_dir, cpu_tensors, read_model_files, write_model_files
+from robolearn.config_io import from_dict, to_dict
 
 FORMAT = "robolearn.pretrainer"
 ENCODER_FORMAT = "robolearn.image_encoder"
@@ -203,3 +205,19 @@ class Pretrainer(nn.Module):
             save_file(cpu_tensors(self.encoder), str(tmp / "encoder.safetensors"), metadata={"format": ENCODER_FORMAT})
             (tmp / "encoder.json").write_text(json.dumps(info, indent=2, sort_keys=True))
         return path
+
+
+def load_pretrainer(path: str | os.PathLike, device: str | torch.device = "cpu") -> Pretrainer:
+    """Rebuild a pretrainer (eval mode) from a checkpoint dir (checkpoints/step_N, or a run dir's
+    checkpoints/last): model.safetensors + config.json + stats.json, sha-checked; nothing pickled."""
+    path = Path(path)
+    if (path / "checkpoints" / "last").exists():
+        path = path / "checkpoints" / "last"
+    data, stats, tensors = read_model_files(path, FORMAT, name_stale_file=False)
+    cls = pretrainer_class(data.get("method", ""))
+    pretrainer = cls(from_dict(cls.config_class, data, str(path / "config.json")), stats)
+    try:
+        pretrainer.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not match config ({str(exc).splitlines()[0]})") from None
+    return pretrainer.to(device).eval()

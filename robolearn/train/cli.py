@@ -1,6 +1,8 @@
-"""`robolearn train --recipe policies/<task>_<method>.toml [key=value ...]`.
+"""`robolearn train --recipe policies/<task>_<method>.toml [key=value ...]` and
+`robolearn pretrain --recipe policies/<task>_<method>_pretrain.toml [key=value ...]`.
 
-The run options and their parsing are shared with `robolearn pretrain` (robolearn.pretrain.cli)."""
+Both take the same run options, parsed by the same code, and run under torchrun alike (one
+RunSession set-up, robolearn.train.session)."""
 
 from __future__ import annotations
 
@@ -64,6 +66,11 @@ def run_config_from_args(args: argparse.Namespace, prog: str, load_recipe: Calla
 
 
 def register(subparsers) -> None:
+    register_train(subparsers)
+    register_pretrain(subparsers)
+
+
+def register_train(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a policy from a recipe",
@@ -90,4 +97,37 @@ def run_train(args: argparse.Namespace) -> int:
         where = result.last_checkpoint or (Path(run.out) / "checkpoints" / "last")
         final = f"loss {result.losses[-1]:.4f}" if result.losses else "nothing to do"
         print(f"trained {run.method} to step {result.step} ({final}); checkpoint {where}")
+    return 0
+
+
+def register_pretrain(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain an image encoder (or label a store) from a recipe",
+        description=(
+            "Self-supervised pretraining on an episode store: dynamo, inverse_dynamics, act_jepa, infocon. "
+            "Same trainer, checkpoints, progress, plots and resume as `robolearn train`. Encoder methods "
+            "export RUN_DIR/encoder (plug it into a policy with policy.encoder.pretrained=RUN_DIR/encoder); "
+            "InfoCon writes concept labels into the store. key=value overrides use dotted keys, e.g. "
+            "pretrain.window_size=3 train.steps=2000 dataset=PATH. "
+            "Under torchrun (WORLD_SIZE>1) it trains with DistributedDataParallel; rank 0 writes the outputs."
+        ),
+    )
+    add_run_options(p, "pretraining", "_pretrain")
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="key=value", help="dotted config overrides")
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    import os
+
+    from robolearn.train.pretrain_run import load_pretrain_recipe, pretrain, resume_pretrain_config
+
+    run, resume = run_config_from_args(args, "robolearn pretrain", load_pretrain_recipe, resume_pretrain_config)
+    result = pretrain(run, resume=resume)
+    if os.environ.get("RANK", "0") == "0":
+        final = f"loss {result.losses[-1]:.4f}" if result.losses else "nothing to do"
+        print(f"pretrained {run.method} to step {result.step} ({final}); run {result.out}")
+        for name, where in result.outputs.items():
+            print(f"{name}: {where}")
     return 0

@@ -1,6 +1,7 @@
 """The training loop: AdamW + warm-up/cosine, grad clipping, EMA, AMP (CUDA), DDP, atomic
-checkpoints and exact resume. It only ever calls ``policy(batch)`` == ``policy.compute_loss(batch)``
-and optimises ``["loss"]``; every other returned key is logged."""
+checkpoints and exact resume. It trains a Policy or a Pretrainer alike: it only ever calls
+``policy(batch)`` == ``policy.compute_loss(batch)``, optimises ``["loss"]`` (every other returned key
+is logged) and lets the model write its own files into a checkpoint (``write_files(dir)``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from torch.utils.data import DataLoader
 
 from robolearn.errors import UserError
 from robolearn.nn.ema import EMA
-from robolearn.policies.base import Policy
 from robolearn.train import checkpoint as ckpt_io
 from robolearn.train.config import TrainConfig
 from robolearn.train.data import ResumableBatchSampler, to_device
@@ -58,7 +58,7 @@ class TrainResult:
 class Trainer:
     def __init__(
         self,
-        policy: Policy,
+        policy: torch.nn.Module,  # a Policy or a Pretrainer
         dataset,
         cfg: TrainConfig,
         out: Path,
@@ -96,6 +96,11 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoints"
         self.amp = cfg.amp and device.type == "cuda"
 
+    @property
+    def saved_model(self) -> torch.nn.Module:
+        """The weights checkpoints hold: the EMA copy when EMA is on, else the trained model."""
+        return self.ema.model if self.ema is not None else self.policy
+
     # --- resume ----------------------------------------------------------------------------
     def load_checkpoint(self, ckpt: Path) -> None:
         tensors, meta = ckpt_io.read_trainer_state(ckpt)
@@ -123,11 +128,10 @@ class Trainer:
             dist.all_gather_object(gathered, ckpt_io.rng_state())
             others = gathered[1:]
         if self.dist.is_main:
-            to_save = self.ema.model if self.ema is not None else self.policy
             path = ckpt_io.write_checkpoint(
                 self.ckpt_root,
                 self.step,
-                to_save,
+                self.saved_model,
                 self.policy,
                 self.optimizer,
                 self.scheduler,

@@ -62,7 +62,7 @@ def test_cli_dynamo_runs_on_a_store_without_actions(make_square_store, tiny_reci
 def test_cli_train_with_a_mismatched_pretrained_encoder_fails_cleanly(square_store, make_square_store, tiny_recipe,
                                                                      tiny_encoder, to_toml, tmp_path, capsys):
     from robolearn.pretrain.base import pretrainer_class
-    from robolearn.pretrain.run import load_pretrain_recipe, open_pretrain_data
+    from robolearn.train.pretrain_run import load_pretrain_recipe, open_pretrain_data
 
     small = make_square_store(tmp_path / "small.zarr", n_episodes=2, length=6, image_size=24)
     run = load_pretrain_recipe(None, [], base=tiny_recipe(small, "dynamo", tmp_path / "pt"))

@@ -13,14 +13,8 @@ from safetensors.torch import load_file
 from torch.utils.data import default_collate
 
 from robolearn.errors import UserError
-from robolearn.pretrain.base import PRETRAINER_REGISTRY, pretrainer_class
-from robolearn.pretrain.run import (
-    load_pretrain_recipe,
-    load_pretrainer,
-    open_pretrain_data,
-    pretrain,
-    window_dataset,
-)
+from robolearn.pretrain.base import PRETRAINER_REGISTRY, load_pretrainer, pretrainer_class
+from robolearn.train.pretrain_run import load_pretrain_recipe, open_pretrain_data, pretrain, window_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 pretrainer_class("dynamo")  # fills the registry for parametrisation
@@ -192,7 +186,7 @@ def test_resume_continues_to_the_same_step_and_weights(square_store, tiny_recipe
     first = pretrain(recipe(tmp_path / "b"), stop_at=3)
     assert first.step == 3 and first.outputs == {}  # interrupted: nothing exported yet
     assert not (tmp_path / "b" / "encoder").exists()
-    from robolearn.pretrain.run import resume_pretrain_config
+    from robolearn.train.pretrain_run import resume_pretrain_config
 
     resumed = pretrain(resume_pretrain_config(tmp_path / "b"), resume=tmp_path / "b")
     assert straight.step == resumed.step == 6

@@ -14,7 +14,7 @@ from torch.utils.data import default_collate
 from robolearn.datasets.store import EpisodeStore
 from robolearn.nn.vision import ResNetImageEncoder
 from robolearn.pretrain.base import pretrainer_class
-from robolearn.pretrain.run import load_pretrain_recipe, open_pretrain_data, pretrain, window_dataset
+from robolearn.train.pretrain_run import load_pretrain_recipe, open_pretrain_data, pretrain, window_dataset
 
 
 def frame_features(encoder_dir: Path | None, store: str, tiny_encoder: dict, seed: int = 0) -> torch.Tensor:

@@ -19,7 +19,7 @@ from robolearn.pretrain.infocon import (
     monotone_decode,
     segmentation_scores,
 )
-from robolearn.pretrain.run import load_pretrain_recipe, pretrain
+from robolearn.train.pretrain_run import load_pretrain_recipe, pretrain
 
 DIRECTIONS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]) * 0.05  # +x, then +y, then -x
 

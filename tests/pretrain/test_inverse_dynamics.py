@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import default_collate
 
 from robolearn.datasets.store import EpisodeStore
-from robolearn.pretrain.base import pretrainer_class
-from robolearn.pretrain.run import load_pretrain_recipe, load_pretrainer, open_pretrain_data, pretrain, window_dataset
+from robolearn.pretrain.base import load_pretrainer, pretrainer_class
+from robolearn.train.pretrain_run import load_pretrain_recipe, open_pretrain_data, pretrain, window_dataset
 
 
 def test_inverse_dynamics_loss_decreases_and_the_checkpoint_predicts_actions(square_store, tiny_recipe, tmp_path):

@@ -1,6 +1,7 @@
-"""Pretraining runs: a recipe -> store -> windows -> Pretrainer -> the policy Trainer -> exported encoder.
+"""`robolearn pretrain`: a recipe -> store -> windows -> Pretrainer -> the Trainer (set up by RunSession,
+shared with `robolearn train`) -> exported encoder or store labels.
 
-    dataset = "datasets/lift.zarr"
+    dataset = "datasets/stores/lift_image.zarr"  # robolearn collect --recipe datasets/lift_image.toml
     method = "dynamo"                  # registry name -> the method's config class
     out = "runs/lift_dynamo_pretrain"  # default runs/<task>_<method>_pretrain_<timestamp>
     [pretrain]  ... the method's config (obs_keys, window sizes, ...; [pretrain.encoder] EncoderConfig)
@@ -14,17 +15,14 @@ encoder methods write ``out/encoder`` (encoder.safetensors + encoder.json), Info
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from robolearn.errors import UserError
-from robolearn.files import read_config_json, read_model_files
-from robolearn.config_io import from_dict
-from robolearn.pretrain.base import FORMAT, PretrainConfig, Pretrainer, pretrainer_class
-from robolearn.train.config import TrainConfig, method_run_config, read_recipe_toml, save_run_config
+from robolearn.files import read_config_json
+from robolearn.pretrain.base import PretrainConfig, pretrainer_class
+from robolearn.train.config import TrainConfig, method_run_config, read_recipe_toml
+from robolearn.train.session import RunSession
 
 log = logging.getLogger(__name__)
 
@@ -129,61 +127,26 @@ def make_pretrainer(config: PretrainConfig, stats: dict[str, dict]) -> Pretraine
 
 
 # --- run -------------------------------------------------------------------------------------------
-def default_out(run: PretrainRunConfig) -> Path:
-    return Path("runs") / f"{run.task}_{run.method}_pretrain_{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def pretrain(run: PretrainRunConfig, resume: Path | None = None, stop_at: int | None = None) -> PretrainResult:
     """Train ``run``'s pretrainer; with ``resume`` (a run dir) continue from its checkpoints/last.
-    Every check on the recipe and store happens before anything is written."""
-    from robolearn.train.distributed import resolve_device
-    from robolearn.train.run import auto_num_threads
-    from robolearn.train.trainer import Trainer, seed_everything
-
-    torch.set_num_threads(run.train.num_threads or auto_num_threads())
-    device = resolve_device(run.device)
-    store, stats = open_pretrain_data(run)
-    seed_everything(run.train.seed)
-    pretrainer = make_pretrainer(run.pretrain, stats)  # raises on a bad config before anything is written
-    dataset = window_dataset(run, store, pretrainer.window)
-    if len(dataset) < run.train.batch_size:
-        raise UserError(f"train.batch_size: {run.train.batch_size} is larger than the {len(dataset)} windows in {run.dataset}")
-    out = Path(resume) if resume is not None else Path(run.out) if run.out else default_out(run)
-    if resume is not None and not (out / "checkpoints" / "last").exists():
-        raise UserError(f"{out}: no checkpoints/last to resume from")
-    run.out = str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_run_config(run, out / "config.json")
-    n_params = sum(p.numel() for p in pretrainer.parameters())
-    log.info("%s pretrainer: %.2fM parameters, %d windows, out %s", run.method, n_params / 1e6, len(dataset), out)
-
-    trainer = Trainer(pretrainer, dataset, run.train, out, device, num_workers=run.data.num_workers,
-                      extra_state={"method": run.method, "kind": "pretrain"})
-    if resume is not None:
-        trainer.load_checkpoint(out / "checkpoints" / "last")
-    result = trainer.fit(stop_at=stop_at)
-    outputs: dict[str, str] = {}
-    if result.step >= run.train.steps:  # finished (not a simulated interruption)
-        final = trainer.ema.model if trainer.ema is not None else trainer.policy
-        final.eval()
-        outputs = final.finish(out, run.dataset)
-        for name, where in outputs.items():
-            log.info("%s: %s", name, where)
-    return PretrainResult(result.step, out, outputs, result.losses)
-
-
-# --- checkpoints -----------------------------------------------------------------------------------
-def load_pretrainer(path: str | Path, device: str | torch.device = "cpu") -> Pretrainer:
-    """Rebuild a pretrainer (eval mode) from a checkpoint dir (checkpoints/step_N, or a run dir's
-    checkpoints/last): model.safetensors + config.json + stats.json, sha-checked; nothing pickled."""
-    path = Path(path)
-    if (path / "checkpoints" / "last").exists():
-        path = path / "checkpoints" / "last"
-    data, stats, tensors = read_model_files(path, FORMAT, name_stale_file=False)
-    cls = pretrainer_class(data.get("method", ""))
-    pretrainer = cls(from_dict(cls.config_class, data, str(path / "config.json")), stats)
-    try:
-        pretrainer.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not match config ({str(exc).splitlines()[0]})") from None
-    return pretrainer.to(device).eval()
+    Every check on the recipe and store happens before anything is written. Under torchrun
+    (WORLD_SIZE > 1) every rank runs this and trains one DDP model; only rank 0 writes checkpoints
+    and the outputs of ``finish`` (the exported encoder, InfoCon's store labels)."""
+    with RunSession(run, resume) as session:
+        store, stats = open_pretrain_data(run)
+        session.seed()
+        pretrainer = pretrainer_class(run.method)(run.pretrain, stats)  # a bad config raises before anything is written
+        dataset = window_dataset(run, store, pretrainer.window)
+        if len(dataset) < run.train.batch_size:
+            raise UserError(f"train.batch_size: {run.train.batch_size} is larger than the {len(dataset)} windows in {run.dataset}")
+        out = session.create_out(f"{run.task}_{run.method}_pretrain")
+        trainer = session.trainer(pretrainer, dataset, {"method": run.method, "kind": "pretrain"})
+        result = trainer.fit(stop_at=stop_at)
+        outputs: dict[str, str] = {}
+        if result.step >= run.train.steps:  # finished (not a simulated interruption)
+            final = trainer.saved_model  # the weights the checkpoints hold (EMA when on)
+            final.eval()
+            outputs = session.on_main(lambda: final.finish(out, run.dataset))
+            for name, where in outputs.items():
+                log.info("%s: %s", name, where)
+        return PretrainResult(result.step, out, outputs, result.losses)
