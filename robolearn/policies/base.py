@@ -143,6 +143,7 @@ class Policy(nn.Module):
         self.subgoal_head: nn.Module | None = None  # a SubgoalHead, built by heads that support it
         # the goal encoder, when the policy is goal-conditioned (its features go into the head's conditioning)
         self.goal_encoder = GoalEncoder(config.goal, config.encoder, config.goal_dim) if config.goal.enabled else None
+        self._goal_cache: tuple | None = None  # (Goal, batch size, features) while acting
 
     def build_obs_encoder(self) -> ObsEncoder:
         """The observation encoder for this config's low-dim keys and cameras (every head calls this)."""
@@ -227,11 +228,20 @@ class Policy(nn.Module):
             check_goal(goal, cfg)
             if self.goal_encoder is None:
                 return None
-            goal = (goal or Goal()).batch(cfg.modalities)
-            goal = _repeat_goal(goal, batch_size)
-        elif self.goal_encoder is None:
+            # a Goal stays the same for a whole episode: acting, encode it once (not every chunk)
+            cached = self._goal_cache
+            if not self.training and cached is not None and cached[0] is goal and cached[1] == batch_size:
+                return cached[2]
+            feats = self.goal_encoder(self.prepare_goal(_repeat_goal((goal or Goal()).batch(cfg.modalities), batch_size)))
+            self._goal_cache = None if self.training else (goal, batch_size, feats)
+            return feats
+        if self.goal_encoder is None:
             return None
         return self.goal_encoder(self.prepare_goal(goal))
+
+    def train(self, mode: bool = True) -> "Policy":
+        self._goal_cache = None  # weights may change from here on
+        return super().train(mode)
 
     def prepare_goal(self, goal: dict) -> dict:
         """A GoalBatch -> the tensors GoalEncoder takes: embeddings, uint8 images, normalised state, float flags.
