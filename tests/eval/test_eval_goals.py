@@ -53,3 +53,26 @@ def test_episode_goal_comes_from_the_expert_and_the_reset_repeats(tmp_path):
     assert goal.state["object"].shape == (10,) and goal.state["object"][2] > first["object"][2] + 0.04  # lifted
     for k in first:  # after the expert's run, the same seed gives the same initial state
         np.testing.assert_array_equal(first[k], again[k])
+
+
+def test_a_real_head_gets_image_and_state_goals_in_worker_processes(tmp_path):
+    """A (tiny, untrained) diffusion head conditioned on a goal image and goal state runs in a
+    spawned worker: the goal camera joins the env at the goal image size, rtc passes its prefix."""
+    from robolearn.goal import GoalConfig
+    from robolearn.nn.obs_encoder import EncoderConfig
+    from robolearn.policies import make_policy
+    from robolearn.policies.diffusion import DiffusionConfig
+
+    goal = GoalConfig(modalities=["image", "state"], image_keys=["agentview_image"], state_keys=["object"],
+                      image_shapes={"agentview_image": [32, 32, 3]}, state_dims={"object": 10})
+    cfg = DiffusionConfig(obs_keys=["state"], obs_shapes={"state": [19]}, action_dim=7, down_dims=[16, 32],
+                          step_embed_dim=16, num_inference_steps=3, goal=goal, goal_dim=8,
+                          encoder=EncoderConfig(image_width=8, image_feature_dim=8, num_keypoints=4, crop_size=28),
+                          env={"task": "lift", "env": {"cameras": []}})
+    unit = lambda d: {"min": [-1.0] * d, "max": [1.0] * d, "mean": [0.0] * d, "std": [1.0] * d}  # noqa: E731
+    make_policy(cfg, {"state": unit(19), "object": unit(10), "action": unit(7)}).save(tmp_path / "policy")
+    r = evaluate(EvalConfig(checkpoint=str(tmp_path / "policy"), episodes=1, max_steps=10, workers=1, mode="rtc",
+                            out=str(tmp_path / "eval")), progress=False)
+    assert r["goal"] == ["image", "state"] and r["errors"] == 0, r["per_episode"]
+    assert r["env_kwargs"]["cameras"] == ["agentview"] and r["env_kwargs"]["image_size"] == 32
+    assert r["per_episode"][0]["goal"] == ["image", "state"] and r["boundary_jumps"]["chunks"] == 2
