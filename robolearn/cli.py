@@ -20,7 +20,8 @@ COMMAND_MODULES = [
     "robolearn.datasets.cli",  # data
     "robolearn.sim.cli",  # collect
     "robolearn.train.cli",  # train, pretrain
-    "robolearn.eval.cli",  # eval, quickstart
+    "robolearn.eval.cli",  # eval
+    "robolearn.quickstart",  # quickstart
     "robolearn.real_robot.cli",  # serve
 ]
 

@@ -37,42 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="exit non-zero if any episode errored")
     p.set_defaults(func=run)
 
-    q = sub.add_parser(
-        "quickstart",
-        help="the main job: collect Lift demos, train a diffusion policy, evaluate it",
-        description="Collect scripted-expert Lift demos (state) into a zarr store, train a diffusion policy on them "
-        "and evaluate it over 50 fixed seeds; prints the success rate and where the report, plots and videos are. "
-        "About 10 minutes on 2 CPU cores. Re-running resumes every step.",
-    )
-    q.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
-    q.add_argument("--fast", action="store_true", help="reduced run (tiny sizes) that checks every stage, e.g. in CI")
-    q.add_argument("--demos", type=int, help="demos to collect (default 50)")
-    q.add_argument("--train-steps", type=int, help="training steps (default 3000)")
-    q.add_argument("--eval-episodes", type=int, help="evaluation episodes (default 50)")
-    q.add_argument("--workers", type=int, help="collect/eval worker processes (default 2)")
-    q.add_argument("--no-progress", action="store_true", help="no progress bars")
-    q.set_defaults(func=run_quickstart)
-
-
-def run_quickstart(args: argparse.Namespace) -> int:
-    from robolearn.eval.quickstart import QuickstartConfig, run_quickstart
-
-    given = {k: v for k, v in {"out": args.out, "demos": args.demos, "train_steps": args.train_steps,
-                               "eval_episodes": args.eval_episodes, "workers": args.workers}.items() if v is not None}
-    if args.no_progress:
-        given["progress"] = False
-    cfg = QuickstartConfig.fast(**given) if args.fast else QuickstartConfig(**given)
-    s = run_quickstart(cfg)
-    lo, hi = s["wilson95"]
-    t = s["timings"]
-    print(f"\nLift success rate: {s['success_rate']:.2f} over {s['episodes']} episodes (95% CI {lo:.2f}-{hi:.2f})")
-    print(f"time: collect {t['collect_s']} s, train {t['train_s']} s, eval {t['eval_s']} s")
-    print(f"demos:      {s['store']}\ncheckpoint: {s['checkpoint']}\nloss plot:  {s['train_loss_plot']}")
-    print(f"report:     {s['report']}\nplot:       {s['plot']}")
-    for v in s["videos"]:
-        print(f"video:      {v}")
-    return 0
-
 
 def run(args: argparse.Namespace) -> int:
     from robolearn.eval.runner import EvalConfig, evaluate

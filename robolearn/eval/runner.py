@@ -269,6 +269,15 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         add_goal_cameras(env_kwargs, trained_goal)
     if not env_kwargs["cameras"]:  # a state policy's env renders only for the videos
         env_kwargs["image_size"] = cfg.video_size
+    from dataclasses import replace
+
+    from robolearn.sim.gl import offscreen_problem, require_offscreen
+
+    if env_kwargs["cameras"]:  # an image policy cannot act without rendering: one line, before any worker
+        require_offscreen(f"evaluating an image policy (cameras {', '.join(env_kwargs['cameras'])})")
+    elif cfg.videos and offscreen_problem():  # a state policy renders only for the videos: run without them
+        log.warning("videos skipped: %s", offscreen_problem())
+        cfg = replace(cfg, videos=0)
     out = Path(cfg.out or Path("runs") / "eval" / f"{task}_{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
 

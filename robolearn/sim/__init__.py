@@ -37,7 +37,7 @@ def make(task: str, **kwargs):
 
 
 def list_tasks() -> list[str]:
-    """Names of all registered tasks (from sim/tasks.toml)."""
+    """Names of all registered tasks (the packaged suite plus $ROBOLEARN_TASKS, if set)."""
     from robolearn.sim.suite import load_suite
 
     return sorted(load_suite())

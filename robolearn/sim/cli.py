@@ -16,8 +16,10 @@ def register(subparsers) -> None:
         description="Run a task's scripted expert in robosuite (one env per worker process) and append each "
         "successful episode to a zarr episode store. Re-running with a larger --episodes appends.",
     )
-    p.add_argument("task", nargs="?", help="task name from sim/tasks.toml (or give --recipe)")
+    p.add_argument("task", nargs="?", help="task name from the task suite (or give --recipe)")
     p.add_argument("--recipe", help="dataset recipe TOML (datasets/*.toml); flags override it")
+    p.add_argument("--tasks", metavar="FILE", help="user task suite TOML read on top of the packaged one "
+                   "(e.g. sim/tasks.toml; default $ROBOLEARN_TASKS)")
     p.add_argument("--episodes", type=int, help="total episodes wanted in the store")
     p.add_argument("--out", help="output store path (directory or fsspec URL)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
@@ -53,7 +55,9 @@ def _recipe(path: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from robolearn.sim.collect import CollectConfig, collect
+    from robolearn.sim.suite import use_user_suite
 
+    use_user_suite(args.tasks)
     conf = _recipe(args.recipe) if args.recipe else {}
     flags = {
         "task": args.task, "episodes": args.episodes, "out": args.out, "workers": args.workers,

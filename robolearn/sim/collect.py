@@ -123,6 +123,16 @@ def _open_or_create(cfg: CollectConfig, attrs: dict):
     return EpisodeStore.create(cfg.out, attrs=attrs)
 
 
+def _require_rendering(cfg: CollectConfig) -> None:
+    """Camera images need an offscreen GL backend: one line saying what is missing, before any worker starts."""
+    from robolearn.sim.gl import require_offscreen
+    from robolearn.sim.suite import get_spec
+
+    cameras = get_spec(cfg.task).cameras if cfg.cameras is None else cfg.cameras
+    if cameras:
+        require_offscreen(f"collecting camera images ({', '.join(cameras)})")
+
+
 def collect(cfg: CollectConfig) -> dict:
     """Collect until the store holds cfg.episodes episodes; returns a summary."""
     from robolearn.sim import make
@@ -134,6 +144,7 @@ def collect(cfg: CollectConfig) -> dict:
 
         get_spec(cfg.task)  # unknown task -> UserError naming the known ones
         raise UserError(f"task: no scripted expert for {cfg.task!r}; have {sorted(EXPERTS)}")
+    _require_rendering(cfg)
     probe = make(cfg.task, **env_kwargs(cfg))  # validates cameras / image size before touching the output
     env_attrs = {k: v for k, v in probe.kwargs.items() if k != "dynamics"}
     probe.close()

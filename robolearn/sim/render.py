@@ -40,9 +40,11 @@ def _close_all() -> None:
 def _gl_context_class():
     """The headless GL context for our backend, even if mujoco was imported before robolearn.sim
     (mujoco.GLContext is fixed from MUJOCO_GL at mujoco's import and may be GLFW, which needs a display)."""
-    from robolearn.sim.gl import configure_gl
+    from robolearn.sim.gl import DISABLED, configure_gl, require_offscreen
 
     backend = configure_gl()
+    if backend in DISABLED:
+        require_offscreen("rendering camera images")  # one line naming what is missing, not a GL traceback
     if backend == "egl":
         from mujoco.egl import GLContext
     elif backend == "osmesa":

@@ -1,4 +1,4 @@
-"""Our own robosuite scenes (MJCF assets under top-level sim/assets/).
+"""Our own robosuite scenes (MJCF assets packaged under robolearn/sim/data/assets/).
 
 `MultiCube`: four coloured cubes (red, green, blue, yellow) placed at random on the
 table; each reset samples a goal with robosuite's seeded generator — lift one cube,
@@ -20,7 +20,7 @@ from robosuite.utils.observables import Observable, sensor
 from robosuite.utils.placement_samplers import UniformRandomSampler
 from robosuite.utils.transform_utils import convert_quat
 
-from robolearn.sim.suite import SIM_DIR
+from robolearn.sim.suite import ASSETS_DIR
 
 COLORS = ("red", "green", "blue", "yellow")
 CUBE_HALF = 0.02
@@ -50,7 +50,7 @@ class MultiCube(ManipulationEnv):
             table_full_size=self.table_full_size, table_friction=self.table_friction, table_offset=self.table_offset
         )
         arena.set_origin([0, 0, 0])
-        asset_dir = SIM_DIR / "assets" / "multi_cube"
+        asset_dir = ASSETS_DIR / "multi_cube"
         self.cubes = {c: MujocoXMLObject(str(asset_dir / f"cube_{c}.xml"), name=f"{c}_cube",
                                          joints=[dict(type="free", damping="0.0005")], obj_type="all",
                                          duplicate_collision_geoms=True) for c in COLORS}  # fmt: skip

@@ -1,16 +1,28 @@
-"""The task suite: task names and their defaults, read from top-level sim/tasks.toml."""
+"""The task suite: task names and their defaults.
+
+The default suite ships inside the package (`robolearn/sim/data/tasks.toml`, with the MJCF
+assets of our own scenes under `robolearn/sim/data/assets/`), so a wheel or a non-editable
+install has it. A user suite file (the top-level `sim/tasks.toml` is an example) is read on
+top of it when given: `load_suite(path)`, the `ROBOLEARN_TASKS` environment variable, or the
+`--tasks FILE` option of `robolearn collect` / `eval` (which sets that variable, so worker
+processes read the same file). A task the user file names is added, or merged key by key over
+the packaged task of the same name; the user file's `[defaults]` apply to its own tasks only.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from robolearn.errors import UserError
 
-SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
-SUITE_PATH = SIM_DIR / "tasks.toml"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+ASSETS_DIR = DATA_DIR / "assets"
+SUITE_PATH = DATA_DIR / "tasks.toml"
+TASKS_ENV = "ROBOLEARN_TASKS"
 
 
 @dataclass(frozen=True)
@@ -28,25 +40,78 @@ class TaskSpec:
     env_kwargs: dict = field(default_factory=dict)
 
 
-@functools.cache
+def user_suite_path() -> str | None:
+    """The user suite file named by $ROBOLEARN_TASKS, if any."""
+    return os.environ.get(TASKS_ENV, "").strip() or None
+
+
+def use_user_suite(path: str | None) -> None:
+    """Make `path` the user suite for this process and the worker processes it starts."""
+    if not path:
+        return
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise UserError(f"--tasks {path}: no such file; expected a task suite TOML (see sim/tasks.toml)")
+    os.environ[TASKS_ENV] = str(p)
+    load_suite(str(p))  # errors in the file surface now, as one line, before any worker starts
+
+
 def load_suite(path: str | None = None) -> dict[str, TaskSpec]:
-    """Parse the suite TOML into {task name: TaskSpec}."""
-    p = Path(path) if path else SUITE_PATH
-    try:
-        raw = tomllib.loads(p.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"{p}: cannot read task suite ({exc})") from exc
-    defaults = raw.get("defaults", {})
-    specs = {}
-    for name, body in raw.get("tasks", {}).items():
-        merged = {**defaults, **body}
-        merged["cameras"] = tuple(merged.get("cameras", ()))
-        known = TaskSpec.__dataclass_fields__
-        unknown = set(merged) - set(known)
-        if unknown:
-            raise UserError(f"{p}: tasks.{name}: unknown keys {sorted(unknown)}")
-        specs[name] = TaskSpec(name=name, **merged)
+    """{task name: TaskSpec}: the packaged suite plus the user suite at `path` (default: $ROBOLEARN_TASKS)."""
+    return _load(path or user_suite_path())
+
+
+@functools.cache
+def _load(user_path: str | None) -> dict[str, TaskSpec]:
+    packaged = _read(SUITE_PATH)
+    specs = {name: _spec(name, {**packaged["defaults"], **body}, SUITE_PATH) for name, body in packaged["tasks"].items()}
+    if user_path:
+        user = _read(Path(user_path))
+        for name, body in user["tasks"].items():
+            merged = {**packaged["defaults"], **user["defaults"], **packaged["tasks"].get(name, {}), **body}
+            specs[name] = _spec(name, merged, Path(user_path))
     return specs
+
+
+@functools.cache
+def _read(path: Path) -> dict[str, dict]:
+    """A suite file's `[defaults]` and `[tasks.*]` tables; anything else is an error naming the file."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"{path}: cannot read task suite ({exc})") from exc
+    extra = set(raw) - {"defaults", "tasks"}
+    if extra:
+        raise UserError(f"{path}: unknown top-level keys {sorted(extra)}; expected [defaults] and [tasks.<name>]")
+    defaults, tasks = raw.get("defaults", {}), raw.get("tasks", {})
+    if not isinstance(defaults, dict):
+        raise UserError(f"{path}: defaults: expected a table")
+    if not isinstance(tasks, dict) or not all(isinstance(body, dict) for body in tasks.values()):
+        raise UserError(f"{path}: tasks: expected tables [tasks.<name>]")
+    return {"defaults": defaults, "tasks": tasks}
+
+
+def _spec(name: str, merged: dict, source: Path) -> TaskSpec:
+    known = set(TaskSpec.__dataclass_fields__) - {"name"}
+    unknown = set(merged) - known
+    if unknown:
+        raise UserError(f"{source}: tasks.{name}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    for key in ("env", "horizon"):
+        if key not in merged:
+            raise UserError(f"{source}: tasks.{name}.{key}: missing; every task needs env and horizon")
+    where = f"{source}: tasks.{name}"
+    if not isinstance(merged["env"], str) or not merged["env"]:
+        raise UserError(f"{where}.env: expected a robosuite env name or 'robolearn:<Class>', got {merged['env']!r}")
+    for key in ("horizon", "control_freq", "image_size"):
+        value = merged.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise UserError(f"{where}.{key}: expected a positive integer, got {value!r}")
+    cameras = merged.get("cameras", [])
+    if not isinstance(cameras, list) or not all(isinstance(c, str) for c in cameras):
+        raise UserError(f"{where}.cameras: expected a list of camera names, got {cameras!r}")
+    if not isinstance(merged.get("env_kwargs", {}), dict):
+        raise UserError(f"{where}.env_kwargs: expected a table, got {merged['env_kwargs']!r}")
+    return TaskSpec(name=name, **{**merged, "cameras": tuple(cameras)})
 
 
 def get_spec(task: str) -> TaskSpec:
