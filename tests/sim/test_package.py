@@ -3,6 +3,7 @@ works from any directory), and a user's own suite file is read on top of the pac
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,6 +24,16 @@ PACKAGE_DATA = [
 ]
 
 
+def _has_build_backend() -> bool:
+    """setuptools >= 68 with bdist_wheel (built in from 70.1, else the wheel package) is installed."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    major, minor = (int(x) for x in setuptools.__version__.split(".")[:2])
+    return (major, minor) >= (70, 1) or (major >= 68 and importlib.util.find_spec("wheel") is not None)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from a copy of the sources (no build/ or egg-info written into the working tree)."""
@@ -33,8 +44,10 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "robolearn", src / "robolearn", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                    str(src)], check=True, cwd=tmp, timeout=300)  # fmt: skip
+    # offline with the installed setuptools when it is new enough, else pip fetches pyproject's build requirements
+    isolation = ["--no-build-isolation"] if _has_build_backend() else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(dist), str(src)],
+                   check=True, cwd=tmp, timeout=300)  # fmt: skip
     (whl,) = dist.glob("robolearn-*.whl")
     return whl
 
