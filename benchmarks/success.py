@@ -68,6 +68,7 @@ def ensure_store(task: str, demos: int, image: bool, workers: int, scratch: Path
 
 
 def run_row(args: argparse.Namespace) -> dict:
+    from robolearn.eval.during_training import checkpoint_evaluator
     from robolearn.train.config import load_recipe
     from robolearn.train.run import train
 
@@ -85,7 +86,7 @@ def run_row(args: argparse.Namespace) -> dict:
         import shutil
 
         shutil.rmtree(out)  # a row is re-run from scratch
-    train(load_recipe(recipe, overrides))
+    train(load_recipe(recipe, overrides), evaluator=checkpoint_evaluator)
     summary = json.loads((out / "eval_summary.json").read_text())
     return {
         "task": args.task, "method": args.method, "obs": args.obs, "demos": args.demos,

@@ -19,8 +19,8 @@ from robolearn.errors import UserError
 COMMAND_MODULES = [
     "robolearn.datasets.cli",  # data
     "robolearn.sim.cli",  # collect
-    "robolearn.train.cli",  # train, pretrain
-    "robolearn.eval.cli",  # eval
+    "robolearn.train.cli",  # pretrain
+    "robolearn.eval.cli",  # train (its eval_every runs sim evaluations), eval
     "robolearn.quickstart",  # quickstart
     "robolearn.real_robot.cli",  # serve
 ]

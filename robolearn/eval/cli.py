@@ -1,12 +1,17 @@
-"""`robolearn eval`: parallel sim rollouts of a checkpoint."""
+"""`robolearn eval`: parallel sim rollouts of a checkpoint; and `robolearn train`, whose options live in
+robolearn.train.cli but which is registered here, with the sim evaluator its eval_every=N runs."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+from robolearn.train.cli import register_train
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    # `robolearn train` is registered here, a layer above training: its eval_every=N runs sim evaluations
+    register_train(sub, evaluator=sim_evaluator)
     p = sub.add_parser(
         "eval",
         help="evaluate a policy checkpoint in sim (parallel rollouts, success rate, videos)",
@@ -58,3 +63,10 @@ def run(args: argparse.Namespace) -> int:
     for v in r["videos"]:
         print(f"video:  {v}")
     return 1 if args.strict and r["errors"] else 0
+
+
+def sim_evaluator(run, out):
+    """robolearn.eval.during_training.checkpoint_evaluator, imported when a run asks for it (rollouts are heavy)."""
+    from robolearn.eval.during_training import checkpoint_evaluator
+
+    return checkpoint_evaluator(run, out)

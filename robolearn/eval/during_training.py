@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 POLICY_FILES = ("model.safetensors", "config.json", "stats.json")
 
 
+def checkpoint_evaluator(run, out: Path) -> CheckpointEvaluator:
+    """The evaluator a training run's eval_* fields ask for (``run``: robolearn.train.config.RunConfig);
+    what `robolearn train` passes to ``train(..., evaluator=)``."""
+    return CheckpointEvaluator(out, run.eval_every, run.eval_episodes, run.eval_workers, run.eval_max_steps or None,
+                               task=run.task or None)
+
+
 class CheckpointEvaluator:
     def __init__(self, out: Path, every: int, episodes: int = 50, workers: int = 2, max_steps: int | None = None,
                  task: str | None = None, seed: int = 100000):

@@ -2,11 +2,14 @@
 `robolearn pretrain --recipe policies/<task>_<method>_pretrain.toml [key=value ...]`.
 
 Both take the same run options, parsed by the same code, and run under torchrun alike (one
-RunSession set-up, robolearn.train.session)."""
+RunSession set-up, robolearn.train.session). `register` adds `pretrain`; `train` is added by
+robolearn.eval.cli through `register_train`, with the sim evaluator that ``eval_every=N`` runs
+(evaluation is a layer above training, so this module does not import it)."""
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,11 +69,11 @@ def run_config_from_args(args: argparse.Namespace, prog: str, load_recipe: Calla
 
 
 def register(subparsers) -> None:
-    register_train(subparsers)
     register_pretrain(subparsers)
 
 
-def register_train(subparsers) -> None:
+def register_train(subparsers, evaluator: Callable[[Any, Path], Any] | None = None) -> None:
+    """The `train` sub-command; ``evaluator`` is passed on to robolearn.train.run.train (eval_every)."""
     p = subparsers.add_parser(
         "train",
         help="train a policy from a recipe",
@@ -82,17 +85,17 @@ def register_train(subparsers) -> None:
     )
     add_run_options(p, "training", "")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="key=value", help="dotted config overrides")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=partial(run_train, evaluator=evaluator))
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace, evaluator: Callable[[Any, Path], Any] | None = None) -> int:
     import os
 
     from robolearn.train.config import load_recipe
     from robolearn.train.run import resume_config, train
 
     run, resume = run_config_from_args(args, "robolearn train", load_recipe, resume_config)
-    result = train(run, resume=resume)
+    result = train(run, resume=resume, evaluator=evaluator)
     if os.environ.get("RANK", "0") == "0":
         where = result.last_checkpoint or (Path(run.out) / "checkpoints" / "last")
         final = f"loss {result.losses[-1]:.4f}" if result.losses else "nothing to do"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
+from robolearn.errors import UserError
 from robolearn.files import read_config_json
 from robolearn.policies.base import make_policy
 from robolearn.train.config import RunConfig, load_recipe
@@ -14,24 +16,29 @@ from robolearn.train.trainer import TrainResult
 
 log = logging.getLogger(__name__)
 
+CheckpointHook = Callable[[int, Path, bool], None]  # (step, checkpoint dir, final), run on rank 0 after each checkpoint
 
-def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None) -> TrainResult:
+
+def train(run: RunConfig, resume: Path | None = None, stop_at: int | None = None,
+          evaluator: Callable[[RunConfig, Path], CheckpointHook] | None = None) -> TrainResult:
     """Train ``run``'s policy; with ``resume`` (a run dir) continue from its checkpoints/last.
-    Under torchrun (WORLD_SIZE > 1) every rank runs this and trains one DDP model."""
+    Under torchrun (WORLD_SIZE > 1) every rank runs this and trains one DDP model.
+
+    ``evaluator(run, out)`` builds the hook that evaluates the checkpoints every ``run.eval_every``
+    steps (robolearn.eval.during_training.checkpoint_evaluator: sim rollouts). Evaluation is a layer
+    above training, so it is passed in: `robolearn train` does, from robolearn.eval.cli."""
     from robolearn.train.data import open_training_data
 
+    if run.eval_every > 0 and evaluator is None:
+        raise UserError("eval_every: evaluating during training needs an evaluator (`robolearn train` passes the "
+                        "sim one; from Python: train(..., evaluator=robolearn.eval.during_training.checkpoint_evaluator))")
     with RunSession(run, resume) as session:
         dataset, stats = open_training_data(run)
         session.seed()
         policy = make_policy(run.policy, stats)  # before writing anything: a bad pretrained encoder is a UserError
         out = session.create_out(f"{run.task}_{run.method}")
-        evaluator = None
-        if run.eval_every > 0 and session.is_main:
-            from robolearn.eval.during_training import CheckpointEvaluator
-
-            evaluator = CheckpointEvaluator(out, run.eval_every, run.eval_episodes, run.eval_workers,
-                                            run.eval_max_steps or None, task=run.task or None)
-        trainer = session.trainer(policy, dataset, {"method": run.method}, on_checkpoint=evaluator,
+        on_checkpoint = evaluator(run, out) if run.eval_every > 0 and session.is_main else None
+        trainer = session.trainer(policy, dataset, {"method": run.method}, on_checkpoint=on_checkpoint,
                                   eval_every=run.eval_every)
         return trainer.fit(stop_at=stop_at)
 

@@ -98,6 +98,17 @@ def test_store_mismatches_are_user_errors(toy_store, tmp_path):
         train(run_cfg(str(tmp_path / "nope.zarr"), "bc", tmp_path / "d"))
 
 
+def test_eval_every_needs_an_evaluator_passed_in(toy_store, tmp_path):
+    """Sim evaluation is a layer above training: train() only runs the evaluator it is given."""
+    with pytest.raises(UserError, match="^eval_every: evaluating during training needs an evaluator"):
+        train(run_cfg(toy_store, "bc", tmp_path / "a", overrides=["eval_every=2"]))
+    assert not (tmp_path / "a").exists()
+    calls = []
+    train(run_cfg(toy_store, "bc", tmp_path / "b", overrides=["eval_every=2"], steps=4),
+          evaluator=lambda run, out: lambda step, ckpt, final: calls.append((step, ckpt.name, final, out)))
+    assert calls == [(2, "step_2", False, tmp_path / "b"), (4, "step_4", True, tmp_path / "b")]
+
+
 def test_old_checkpoints_are_pruned_and_last_points_at_the_newest(toy_store, tmp_path):
     train(run_cfg(toy_store, "bc", tmp_path / "run", steps=8, checkpoint_every=2, keep_checkpoints=2))
     ckpts = tmp_path / "run" / "checkpoints"
