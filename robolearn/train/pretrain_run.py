@@ -122,10 +122,6 @@ def window_dataset(run: PretrainRunConfig, store, window: tuple[int, int, int]):
                          obs_future=obs_future, episodes=run.data.episodes or None, in_ram=run.data.in_ram)
 
 
-def make_pretrainer(config: PretrainConfig, stats: dict[str, dict]) -> Pretrainer:
-    return pretrainer_class(config.method)(config, stats)
-
-
 # --- run -------------------------------------------------------------------------------------------
 def pretrain(run: PretrainRunConfig, resume: Path | None = None, stop_at: int | None = None) -> PretrainResult:
     """Train ``run``'s pretrainer; with ``resume`` (a run dir) continue from its checkpoints/last.
@@ -137,8 +133,10 @@ def pretrain(run: PretrainRunConfig, resume: Path | None = None, stop_at: int | 
         session.seed()
         pretrainer = pretrainer_class(run.method)(run.pretrain, stats)  # a bad config raises before anything is written
         dataset = window_dataset(run, store, pretrainer.window)
-        if len(dataset) < run.train.batch_size:
-            raise UserError(f"train.batch_size: {run.train.batch_size} is larger than the {len(dataset)} windows in {run.dataset}")
+        per_rank = -(-len(dataset) // session.dist.world_size)
+        if per_rank < run.train.batch_size:
+            each = " per process" if session.dist.enabled else ""
+            raise UserError(f"train.batch_size: {run.train.batch_size} is larger than the {per_rank} windows{each} in {run.dataset}")
         out = session.create_out(f"{run.task}_{run.method}_pretrain")
         trainer = session.trainer(pretrainer, dataset, {"method": run.method, "kind": "pretrain"})
         result = trainer.fit(stop_at=stop_at)

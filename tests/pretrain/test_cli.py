@@ -37,10 +37,12 @@ def _bad_inputs(square_store, make_square_store, tiny_recipe, tmp_path):
         "no actions": (tiny_recipe(no_actions, "inverse_dynamics", out), "inverse_dynamics needs actions"),
         "missing key": (tiny_recipe(no_images, "dynamo", out), "no data key 'agentview_image'"),
         "unknown key": (tiny_recipe(square_store, "dynamo", out, pretrain={"hidden": [8]}), "unknown key 'pretrain.hidden'"),
+        "batch too big": (tiny_recipe(square_store, "dynamo", out, train={"batch_size": 1000}),
+                          "train.batch_size: 1000 is larger than the 120 windows"),
     }
 
 
-@pytest.mark.parametrize("case", ["unknown method", "no images", "no actions", "missing key", "unknown key"])
+@pytest.mark.parametrize("case", ["unknown method", "no images", "no actions", "missing key", "unknown key", "batch too big"])
 def test_cli_bad_input_is_one_line_exit_1_nothing_written(case, square_store, make_square_store, tiny_recipe, to_toml,
                                                          tmp_path, capsys):
     recipe, message = _bad_inputs(square_store, make_square_store, tiny_recipe, tmp_path)[case]
