@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="goal given to the policy: none, language (the task's instruction), image (final frame of the "
                    "task's scripted expert from the same seed), state (its final low-dim values), or several "
                    "comma-separated; default auto = every modality the checkpoint was trained with (none for most)")
+    p.add_argument("--latency-steps", type=int, default=0, metavar="N",
+                   help="model inference latency: a chunk predicted at step k starts at step k+N, the steps between "
+                   "run the old plan, as on the arm (default 0: instantaneous)")
     p.add_argument("--max-steps", type=int, help="cap episode length below the task horizon")
     p.add_argument("--episode-timeout", type=float, default=600.0, help="seconds before a silent worker counts as hung")
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(
         checkpoint=args.checkpoint, task=args.task, episodes=args.episodes, seed=args.seed, workers=args.workers,
-        videos=args.videos, mode=args.mode, goal=args.goal, max_steps=args.max_steps,
+        videos=args.videos, mode=args.mode, goal=args.goal, latency_steps=args.latency_steps, max_steps=args.max_steps,
         episode_timeout=args.episode_timeout, device=args.device, out=args.out,
     )  # fmt: skip
     r = evaluate(cfg)
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{r['task']}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
           f"(95% CI {lo:.2f}-{hi:.2f}), errors {r['errors']}, mean length {r['mean_length']}, "
           f"{r['env_steps_per_s']} env-steps/s over {r['workers']} workers")
-    print(f"mode {r['mode']}, goal {','.join(r['goal']) or 'none'}: boundary jump mean {jumps['boundary_mean']:.3f} "
+    print(f"mode {r['mode']} (latency {r['latency_steps']} steps), goal {','.join(r['goal']) or 'none'}: "
+          f"boundary jump mean {jumps['boundary_mean']:.3f} "
           f"max {jumps['boundary_max']:.3f} (within chunks mean {jumps['within_mean']:.3f})")
     print(f"report: {r['report']}\nplot:   {r['plot']}")
     for v in r["videos"]:

@@ -14,9 +14,15 @@ dt = 1 / control_freq. When a new chunk is asked for is the daemon's rule:
   while inference runs) is passed to a policy with the prefix hook (``prefix``/``prefix_len``),
   which continues it; a policy without the hook gets its chunk blended in over `rtc_blend_steps`.
 
-In sim, inference is instantaneous: a chunk predicted from the observation at step k starts at
-step k (on the arm it starts when it arrives, and the slots that passed meanwhile run the old plan).
-The defaults are the daemon's (`[scheduling]` of a robot config).
+By default inference is instantaneous in sim: a chunk predicted from the observation at step k
+starts at step k. With `latency_steps = d` it is scheduled at step k + d, as the daemon schedules a
+chunk that arrives late: the d steps in between run the old plan and the chunk's first d actions
+are dropped; no new chunk is asked for while one is on its way; a step with nothing planned holds
+the pose (zero motion, gripper unchanged: the arm's hold); the first chunk of an episode is there
+at step 0 (the daemon's warm-up). Note that rtc passes the next `rtc_prefix_s` of the plan to the
+policy whatever the latency (the daemon's setting: its expected inference delay), so at latency 0
+rtc still executes 0.2 s of the old plan at every chunk. The defaults are the daemon's
+(`[scheduling]` of a robot config).
 
 The goal (``--goal``) comes from the env: the task's instruction, and the final frame / final
 low-dim values of the task's scripted expert run from the same seed (`episode_goal`). It is passed
@@ -50,6 +56,7 @@ class ExecutionConfig:
     ensemble_k: float = 0.01  # ensemble: weight exp(-k * i), i = 0 for the oldest chunk
     rtc_prefix_s: float = 0.2  # rtc: this much of the current plan is passed to the policy as committed
     rtc_blend_steps: int = 4  # rtc without the policy's prefix hook: blend the new chunk in over this many steps
+    latency_steps: int = 0  # modelled inference latency: a chunk predicted at step k is scheduled at step k + this
 
 
 class ChunkExecutor:
@@ -66,23 +73,39 @@ class ChunkExecutor:
         self.n_prefix = min(max(1, math.ceil(execution.rtc_prefix_s / dt - 1e-9)), int(c.horizon) - 1)
         self.prefix_hook = supports_prefix(policy)
         self.action_dim = int(c.action_dim)
+        self.latency = int(execution.latency_steps)
         self.seq = 0
+        self.in_flight: tuple[int, Chunk] | None = None  # (step it is scheduled at, chunk) while "inference runs"
+        self.held = 0  # steps with nothing planned (the arm would hold)
+        self._last: np.ndarray | None = None
 
     def wants_chunk(self, k: int) -> bool:
-        return self.mode == "ensemble" or self.sched.planned(k) <= self.low_water
+        return self.in_flight is None and (self.mode == "ensemble" or self.sched.planned(k) <= self.low_water)
 
     def action(self, k: int, window: Callable[[], dict[str, torch.Tensor]]) -> np.ndarray:
         """The action executed at step k; predicts a chunk first when the plan runs low.
         `window()` gives the observation window {key: (1, To, ...)}."""
         now = k * self.dt
+        if self.in_flight is not None and self.in_flight[0] <= k:  # it arrives: late actions are dropped
+            self.sched.add(self.in_flight[1], now)
+            self.in_flight = None
         if self.wants_chunk(k):
             prefix = self.sched.prefix(k, self.n_prefix) if self.mode == "rtc" and self.n_prefix > 0 else None
             actions, used = self._predict(window(), prefix, k)
             self.seq += 1
-            self.sched.add(Chunk(k, actions, self.seq, now, used), now)
+            chunk = Chunk(k, actions, self.seq, now, used)
+            if self.latency == 0 or self.seq == 1:
+                self.sched.add(chunk, now)
+            else:
+                self.in_flight = (k + self.latency, chunk)
         a, slot = self.sched.action_at(now)
-        if a is None or slot != k:
-            raise RuntimeError(f"the scheduler has no action for step {k}")
+        if a is None:  # nothing planned (a chunk still on its way): hold the pose, keep the gripper
+            self.held += 1
+            a = np.zeros(self.action_dim)
+            a[-1] = self._last[-1] if self._last is not None else -1.0
+        elif slot != k:
+            raise RuntimeError(f"the scheduler put step {k} in slot {slot}")
+        self._last = a
         return a
 
     def _predict(self, obs: dict[str, torch.Tensor], prefix: np.ndarray | None, k: int) -> tuple[np.ndarray, int]:
@@ -172,4 +195,4 @@ def run_policy_episode(
     if on_frame is not None:
         on_frame(env)
     return {"seed": int(seed), "success": bool(success), "length": int(t), "actions_sha1": digest.hexdigest()[:16],
-            "chunks": executor.seq, "boundary_jumps": boundary_jumps(executor.sched.history)}
+            "chunks": executor.seq, "held_steps": executor.held, "boundary_jumps": boundary_jumps(executor.sched.history)}

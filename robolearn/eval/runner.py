@@ -50,6 +50,7 @@ class EvalConfig:
     video_size: int = 128
     mode: str = "receding"  # chunk execution: receding | ensemble | rtc (robolearn/policies/scheduling.py)
     goal: str = "auto"  # none | auto (every modality the checkpoint was trained with) | comma-separated modalities
+    latency_steps: int = 0  # modelled inference latency in env steps (0: instantaneous; see robolearn/eval/rollout.py)
     max_steps: int | None = None  # cap below the task horizon (quick checks)
     episode_timeout: float = 600.0  # seconds before a worker silent mid-episode counts as hung
     startup_timeout: float = 300.0  # seconds for a worker to load the policy and build its env
@@ -174,7 +175,7 @@ class EpisodeRunner:
         self.cfg, self.goal = cfg, goal
         ckpt_cfg = read_checkpoint_config(cfg.checkpoint)
         self.goal_cfg = goal_config_of(ckpt_cfg, cfg.checkpoint)
-        self.execution = ExecutionConfig(mode=cfg.mode)
+        self.execution = ExecutionConfig(mode=cfg.mode, latency_steps=cfg.latency_steps)
         self.policy = load_policy(cfg.checkpoint, device=cfg.device).eval()
         self.env = make(task, **env_kwargs)
         try:
@@ -256,6 +257,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.mode not in MODES:
         raise UserError(f"--mode: expected one of {', '.join(MODES)}, got {cfg.mode!r}")
     ckpt_cfg = read_checkpoint_config(cfg.checkpoint)
+    horizon = int(ckpt_cfg.get("horizon") or 1)
+    if not 0 <= cfg.latency_steps < horizon:
+        raise UserError(f"--latency-steps: expected 0 to {horizon - 1} (below the policy's horizon), got {cfg.latency_steps}")
     trained_task, env_kwargs = env_kwargs_for(ckpt_cfg)
     task = cfg.task or trained_task
     if not task:
@@ -414,6 +418,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "workers": n_workers,
         "device": cfg.device,
         "mode": cfg.mode,
+        "latency_steps": cfg.latency_steps,
         "goal": goal,
         "boundary_jumps": aggregate_jumps(ordered),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -438,6 +443,7 @@ def aggregate_jumps(outcomes: list[dict]) -> dict:
         "n_boundaries": n_b,
         "n_within": n_w,
         "chunks": sum(o.get("chunks", 0) for o in outcomes),
+        "held_steps": sum(o.get("held_steps", 0) for o in outcomes),
     }
 
 

@@ -66,7 +66,7 @@ def test_report_records_the_mode_and_boundary_jumps(ckpt, tmp_path, mode):
     r = evaluate(EvalConfig(checkpoint=ckpt, episodes=2, max_steps=10, workers=0, mode=mode, out=str(tmp_path)),
                  progress=False)
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["mode"] == mode and saved["goal"] == []
+    assert saved["mode"] == mode and saved["goal"] == [] and saved["latency_steps"] == 0
     jumps, per = saved["boundary_jumps"], [o["boundary_jumps"] for o in saved["per_episode"]]
     assert jumps["n_boundaries"] == sum(j["n_boundaries"] for j in per) > 0
     assert jumps["boundary_max"] == max(j["boundary_max"] for j in per) > 0
@@ -121,7 +121,8 @@ def test_bad_input(ckpt, tmp_path, capsys):
                          (["--goal", "language"], "--goal language: " + ckpt + " was trained without language goals"),
                          (["--goal", "image,state"], "trained without image goals"),
                          (["--goal", "smell"], "--goal: unknown goal modality 'smell'"),
-                         (["--workers", "-1"], "--workers: expected 0")]:
+                         (["--workers", "-1"], "--workers: expected 0"),
+                         (["--latency-steps", "16"], "--latency-steps: expected 0 to 15 (below the policy's horizon)")]:
         out = tmp_path / "never"
         assert main(["eval", ckpt, "--episodes", "1", "--out", str(out), *args]) == 1
         err = capsys.readouterr().err

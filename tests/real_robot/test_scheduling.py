@@ -106,10 +106,13 @@ def test_boundary_jump_metric():
 
 
 # ---- one chunk executor: sim eval steps the daemon's scheduler by the sim clock -------------------
-@pytest.mark.parametrize("mode, hook", [("receding", True), ("ensemble", True), ("rtc", True), ("rtc", False)])
-def test_eval_executes_exactly_what_the_daemons_scheduler_yields(kin, mode, hook):
-    """Feed the chunks an eval rollout got, at the same slots and sim-clock times, to the scheduler
-    `Daemon` builds from a robot config: it yields the actions the rollout executed, bit for bit."""
+@pytest.mark.parametrize("mode, hook, latency", [("receding", True, 0), ("ensemble", True, 0), ("rtc", True, 0),
+                                                 ("rtc", False, 0), ("receding", True, 2), ("ensemble", True, 2),
+                                                 ("rtc", True, 2)])
+def test_eval_executes_exactly_what_the_daemons_scheduler_yields(kin, mode, hook, latency):
+    """Feed the chunks an eval rollout got, at the same slots and sim-clock times (arriving `latency`
+    steps after their observation), to the scheduler `Daemon` builds from a robot config: it yields
+    the actions the rollout executed, bit for bit."""
     import sys
     from pathlib import Path
 
@@ -121,7 +124,7 @@ def test_eval_executes_exactly_what_the_daemons_scheduler_yields(kin, mode, hook
     from robolearn.real_robot.config import SchedulingConfig
 
     policy, env = ScriptedChunks(horizon=6, n_action_steps=3, hook=hook), CountingEnv(horizon=20)
-    out = run_policy_episode(env, policy, seed=0, execution=ExecutionConfig(mode=mode))
+    out = run_policy_episode(env, policy, seed=0, execution=ExecutionConfig(mode=mode, latency_steps=latency))
     d, _, _ = fake_daemon(ScriptedChunks(), kin, **{"scheduling.mode": mode, "scheduling.action_dt": 0.05})
     assert type(d.sched) is ChunkScheduler  # robolearn.policies.scheduling.ChunkScheduler, as in eval
     defaults = SchedulingConfig()
@@ -129,23 +132,29 @@ def test_eval_executes_exactly_what_the_daemons_scheduler_yields(kin, mode, hook
         (defaults.ensemble_k, defaults.rtc_prefix_s, defaults.rtc_blend_steps)  # the daemon's defaults
 
     steps = [c["step"] for c in policy.calls]  # when eval asked: the daemon's rule
-    assert steps == (list(range(20)) if mode == "ensemble" else list(range(0, 20, 3)))
+    if latency == 0:
+        assert steps == (list(range(20)) if mode == "ensemble" else list(range(0, 20, 3)))
+    else:  # one request in flight at a time; the first chunk is there at once (warm-up)
+        assert steps[:3] == ([0, 1, 3] if mode == "ensemble" else [0, 3, 6]) and out["held_steps"] == 0
     if mode == "rtc" and hook:  # the committed plan went into the policy: 0.2 s = 4 slots, as far as planned
-        assert [c["prefix_len"] for c in policy.calls] == [0] + [3] * (len(steps) - 1)
-    by_step = {c["step"]: (seq, c) for seq, c in enumerate(policy.calls, start=1)}
+        assert all(c["prefix_len"] == 3 for c in policy.calls[1:])
+    arrivals = {(c["step"] + latency if seq > 1 else 0): (seq, c) for seq, c in enumerate(policy.calls, start=1)}
     replayed = []
     for k in range(20):
         now = k * d.sched.dt
-        if k in by_step:
-            seq, c = by_step[k]
-            d.sched.add(Chunk(k, c["chunk"], seq, now, c["prefix_len"]), now)
+        if k in arrivals:
+            seq, c = arrivals[k]
+            d.sched.add(Chunk(c["step"], c["chunk"], seq, c["step"] * d.sched.dt, c["prefix_len"]), now)
         a, slot = d.sched.action_at(now, interpolate=d.adapter.interpolate)
         assert slot == k
         replayed.append(a)
     np.testing.assert_array_equal(np.stack(env.actions), np.stack(replayed))
     assert out["chunks"] == len(steps) and out["boundary_jumps"] == boundary_jumps(d.sched.history)
-    if mode == "receding":  # n_action_steps of each chunk execute, as before the scheduler
+    if mode == "receding" and latency == 0:  # n_action_steps of each chunk execute, as before the scheduler
         np.testing.assert_array_equal(np.stack(env.actions)[:3], policy.base(0)[:3].astype(np.float32))
+    if latency and mode != "ensemble":  # a late chunk: the steps in between ran the old plan
+        np.testing.assert_array_equal(env.actions[3 + latency], policy.calls[1]["chunk"][latency])
+        np.testing.assert_array_equal(env.actions[3 + latency - 1], policy.calls[0]["chunk"][3 + latency - 1])
     if mode == "rtc" and not hook:  # no hook: the new chunk is blended in from the old plan (weight 4/5 first)
         old, new = policy.calls[0]["chunk"][3], policy.calls[1]["chunk"][0]
         np.testing.assert_allclose(env.actions[3], 0.8 * old + 0.2 * new)
