@@ -18,8 +18,8 @@ By default inference is instantaneous in sim: a chunk predicted from the observa
 starts at step k. With `latency_steps = d` it is scheduled at step k + d, as the daemon schedules a
 chunk that arrives late: the d steps in between run the old plan and the chunk's first d actions
 are dropped; no new chunk is asked for while one is on its way; a step with nothing planned holds
-the pose (zero motion, gripper unchanged: the arm's hold); the first chunk of an episode is there
-at step 0 (the daemon's warm-up). Note that rtc passes the next `rtc_prefix_s` of the plan to the
+the pose (zero motion, gripper unchanged: the arm's hold); the episode starts once its first chunk
+is there (that one is scheduled at step 0). Note that rtc passes the next `rtc_prefix_s` of the plan to the
 policy whatever the latency (the daemon's setting: its expected inference delay), so at latency 0
 rtc still executes 0.2 s of the old plan at every chunk. The defaults are the daemon's
 (`[scheduling]` of a robot config).
