@@ -21,8 +21,8 @@ rtc       as receding, and the next 0.2 s (4 steps) of the current plan go into 
 
 Boundary jumps: max |a_{k+1} - a_k| over the action dims between consecutive executed steps where
 the executing chunk changes (mean over every boundary, max over every episode), against the same
-quantity within a chunk. In ensemble mode every step mixes a new chunk in, so every step counts
-as a boundary. Default checkpoint: the quickstart's (`robolearn quickstart` writes it).
+quantity within a chunk. In ensemble mode at latency 0 every step mixes a new chunk in, so every
+step counts as a boundary. Default checkpoint: the quickstart's (`robolearn quickstart` writes it).
 
 Writes benchmarks/results/eval_modes.json and eval_modes.md (--out / --table to change).
 """
@@ -94,9 +94,11 @@ def table(rows: list[dict], setup: dict) -> str:
         lines.append(f"| {r['mode']} | {r['latency_steps']} | {r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {r['mean_length']} | "
                      f"{r['boundary_jump_mean']:.3f} / {r['boundary_jump_max']:.3f} | {r['within_chunk_jump_mean']:.3f} | "
                      f"{r['chunks_predicted']} | {r['wall_s']} |")
-    lines += ["", "Jumps are max |a(k+1) - a(k)| over the 7 action dims (actions in [-1, 1]); in ensemble mode "
-              "every step is a boundary (each step mixes in a new chunk), so it has no within-chunk figure. "
-              "Latency N: a chunk starts N steps (N x 50 ms) after its observation; the old plan runs meanwhile."]
+    lines += ["", "Jumps are max |a(k+1) - a(k)| over the 7 action dims (actions in [-1, 1]); in ensemble mode at "
+              "latency 0 every step is a boundary (each step mixes in a new chunk), so it has no within-chunk figure. "
+              "Latency N: a chunk starts N steps (N x 50 ms) after its observation; the old plan runs meanwhile. "
+              "rtc executes the same actions at latency 0 and 4 (the 4 frozen steps are the policy's inpainted "
+              "prefix either way); only where the chunk boundary is counted differs."]
     return "\n".join(lines) + "\n"
 
 
