@@ -69,7 +69,7 @@ class ChunkExecutor:
         self.sched = ChunkScheduler(execution.mode, dt, exec_latency=0.0, ensemble_k=execution.ensemble_k,
                                     blend_steps=execution.rtc_blend_steps)
         self.sched.anchor(0.0)
-        self.low_water = 0 if self.mode == "ensemble" else int(c.horizon) - int(c.n_action_steps)
+        self.horizon, self.n_action_steps = int(c.horizon), int(c.n_action_steps)
         self.n_prefix = min(max(1, math.ceil(execution.rtc_prefix_s / dt - 1e-9)), int(c.horizon) - 1)
         self.prefix_hook = supports_prefix(policy)
         self.action_dim = int(c.action_dim)
@@ -80,7 +80,7 @@ class ChunkExecutor:
         self._last: np.ndarray | None = None
 
     def wants_chunk(self, k: int) -> bool:
-        return self.in_flight is None and (self.mode == "ensemble" or self.sched.planned(k) <= self.low_water)
+        return self.in_flight is None and self.sched.wants_chunk(k, self.horizon, self.n_action_steps)
 
     def action(self, k: int, window: Callable[[], dict[str, torch.Tensor]]) -> np.ndarray:
         """The action executed at step k; predicts a chunk first when the plan runs low.

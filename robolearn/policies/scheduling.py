@@ -189,6 +189,12 @@ class ChunkScheduler:
         store = self._votes if self.mode == "ensemble" else self._future
         return sum(1 for s in store if s >= k)
 
+    def wants_chunk(self, k: int, horizon: int, n_action_steps: int) -> bool:
+        """The one rule for when to ask for a new chunk, for sim eval and the daemon alike: at every
+        slot in ensemble mode; otherwise once at most ``horizon - n_action_steps`` actions are planned
+        from slot k on, so ``n_action_steps`` of each chunk execute."""
+        return self.mode == "ensemble" or self.planned(k) <= horizon - n_action_steps
+
     def remaining(self, now: float) -> int:
         """Scheduled actions at slots starting after `now`."""
         if self.t_ref is None:

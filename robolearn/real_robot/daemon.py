@@ -334,8 +334,7 @@ class Daemon:
         k = self.sched.slot_of(now)
         if k == self._last_req_slot or now - self.sched.slot_time(k) >= self.cfg.period - 1e-9:
             return  # ask only on the first tick of a slot, once
-        low_water = 0 if self.sched.mode == "ensemble" else self.spec.horizon - self.spec.n_action_steps
-        if self.sched.remaining(now) > low_water and self.sched.mode != "ensemble":
+        if not self.sched.wants_chunk(k + 1, self.spec.horizon, self.spec.n_action_steps):  # slot k already runs
             return
         dt = self.cfg.scheduling.action_dt
         k0 = self.sched.nearest_slot(st.t) + self.cfg.scheduling.action_offset
