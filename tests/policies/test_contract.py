@@ -8,12 +8,11 @@ import sys
 
 import pytest
 import torch
-from policy_helpers import STORE_STATS, synthetic_batch, tiny_policy
+from policy_helpers import METHODS, STORE_STATS, synthetic_batch, tiny_policy
 
 from robolearn.errors import UserError
 from robolearn.policies import POLICY_REGISTRY, load_policy, make_policy
 
-METHODS = sorted(POLICY_REGISTRY)
 VARIANTS = [(m, img) for m in METHODS for img in (False, True)]
 
 

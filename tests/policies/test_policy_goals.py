@@ -12,7 +12,7 @@ from robolearn.datasets.store import EpisodeStore
 from robolearn.errors import UserError
 from robolearn.goal import Goal, GoalConfig, check_goal
 from robolearn.policies import POLICY_REGISTRY, load_policy
-from policy_helpers import ACTION_DIM, IMG, STATE_DIM, synthetic_batch, tiny_policy
+from policy_helpers import ACTION_DIM, IMG, METHODS, STATE_DIM, synthetic_batch, tiny_policy
 
 GOAL_IMAGE = dict(modalities=["image", "state"], image_keys=["cam_image"], state_keys=["state"],
                   image_shapes={"cam_image": [IMG, IMG, 3]}, state_dims={"state": STATE_DIM})
@@ -29,7 +29,7 @@ def goal_batch(b: int, seed: int = 0) -> dict:
     }
 
 
-HEADS = [(m, {}) for m in sorted(POLICY_REGISTRY)] + [("diffusion", {"denoiser": "transformer"})]
+HEADS = [(m, {}) for m in METHODS] + [("diffusion", {"denoiser": "transformer"})]
 
 
 @pytest.mark.parametrize("method,extra", HEADS)
