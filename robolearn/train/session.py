@@ -17,6 +17,7 @@ config, resume from ``checkpoints/last``, and the Trainer. A runner reads top to
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ from torch import nn
 
 from robolearn.errors import UserError
 from robolearn.train.config import TrainConfig, save_run_config
-from robolearn.train.distributed import DistInfo, broadcast_object, init_distributed, resolve_device, shutdown
+from robolearn.train.distributed import DistInfo, barrier, broadcast_object, init_distributed, resolve_device, shutdown
 from robolearn.train.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class RunSession:
         self.device = torch.device("cpu")
         self.dist = DistInfo()
         self.out: Path | None = None
+        self._trainer: Trainer | None = None
 
     def __enter__(self) -> RunSession:
         torch.set_num_threads(self.run.train.num_threads or auto_num_threads())
@@ -75,6 +77,15 @@ class RunSession:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        # Free the DDP wrapper while every rank still holds the process group, and leave together:
+        # a rank that garbage-collects its DDP reducer after its peer has destroyed the group hangs
+        # forever in ProcessGroupGloo's destructor (seen with InfoCon, whose rank 0 writes labels last).
+        if self._trainer is not None:
+            self._trainer.model = self._trainer.policy
+            self._trainer = None
+        if self.dist.enabled and exc_type is None:
+            gc.collect()
+            barrier(self.dist)
         shutdown(self.dist)
 
     @property
@@ -117,6 +128,7 @@ class RunSession:
             trainer.load_checkpoint(self.out / "checkpoints" / "last")
         else:
             self.seed(per_rank=True)
+        self._trainer = trainer
         return trainer
 
     def on_main(self, fn: Callable[[], T]) -> T:
