@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", metavar="FILE", help="user task suite TOML read on top of the packaged one "
                    "(e.g. sim/tasks.toml; default $ROBOLEARN_TASKS)")
     p.add_argument("--episodes", type=int, help="total episodes wanted in the store")
-    p.add_argument("--out", help="output store path (directory or fsspec URL)")
+    p.add_argument("--out", help="output store path (directory or fsspec URL; default datasets/stores/<task>.zarr)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--cameras", help="comma-separated camera names ('' for state only)")
     p.add_argument("--image-size", type=int, help="square image side in pixels")
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cameras is not None:
         flags["cameras"] = [c for c in args.cameras.split(",") if c]
     conf.update({k: v for k, v in flags.items() if v is not None})
+    if "out" not in conf and "task" in conf:
+        conf["out"] = f"datasets/stores/{conf['task']}.zarr"
     for key in ("task", "episodes", "out"):
         if key not in conf:
             raise UserError(f"--{key}: required (on the command line or in the recipe)")

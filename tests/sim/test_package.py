@@ -68,8 +68,8 @@ def test_wheel_ships_the_task_suite_and_assets(wheel):
 
 
 def test_wheel_installed_in_a_fresh_venv_collects_from_an_empty_directory(wheel, tmp_path):
-    """The wheel's robolearn (not the editable checkout) collects a multi_cube episode: its suite and MJCF
-    assets come from the installed package. torch/robosuite come from the system site-packages."""
+    """The wheel's robolearn (not the editable checkout) collects a Lift and a multi_cube episode: its suite
+    and MJCF assets come from the installed package. torch/robosuite come from the system site-packages."""
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     py, cli = env_dir / "bin" / "python", env_dir / "bin" / "robolearn"
@@ -84,12 +84,15 @@ def test_wheel_installed_in_a_fresh_venv_collects_from_an_empty_directory(wheel,
     module, suite = where.stdout.split()
     assert Path(module).is_relative_to(env_dir) and Path(suite).is_file() and Path(suite).is_relative_to(env_dir)
 
-    r = subprocess.run([str(cli), "collect", "multi_cube", "--episodes", "1", "--out", "X.zarr", "--cameras", "",
-                        "--no-progress"], cwd=empty, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
     from robolearn.datasets.store import EpisodeStore
 
-    assert EpisodeStore.open(str(empty / "X.zarr")).n_episodes == 1
+    # the issue's command as a new user types it (Lift with its default camera), then a scene of our own MJCF
+    for argv, store in ((["lift", "--episodes", "1"], "datasets/stores/lift.zarr"),
+                        (["multi_cube", "--episodes", "1", "--out", "X.zarr", "--cameras", ""], "X.zarr")):
+        r = subprocess.run([str(cli), "collect", *argv, "--no-progress"], cwd=empty, env=env, capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert EpisodeStore.open(str(empty / store)).n_episodes == 1
 
 
 # ---------------------------------------------------------------------- user suite files
