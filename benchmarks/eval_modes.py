@@ -84,6 +84,8 @@ def table(rows: list[dict], setup: dict) -> str:
     lines = [
         f"Chunk execution modes on {setup['task']}: `{setup['checkpoint']}`, {setup['episodes']} episodes per mode "
         f"(seeds 100000+), `robolearn eval --mode`, {setup['workers']} workers, {setup['machine']}.",
+        f"Command: `{setup['command']}`; load average at the end {setup['loadavg_at_end']}; "
+        f"eval wall time {setup['total_wall_s']} s in all.",
         "",
         "| mode | latency (steps) | success (95% CI) | mean length | boundary jump mean / max | within-chunk jump mean "
         "| chunks predicted | wall (s) |",
@@ -138,7 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
              "method": first["method"], "episodes": args.episodes, "max_steps": args.max_steps,
              "workers": args.workers, "machine": cpu, "latencies_steps": latencies, "dt_s": 0.05,
              "scheduler": "robolearn.policies.scheduling.ChunkScheduler (the daemon's defaults: ensemble_k 0.01, "
-                          "rtc_prefix_s 0.2, rtc_blend_steps 4)"}
+                          "rtc_prefix_s 0.2, rtc_blend_steps 4)",
+             "command": " ".join(["python benchmarks/eval_modes.py", *(sys.argv[1:] if argv is None else argv)]),
+             "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+             "total_wall_s": round(sum(r["wall_s"] for r in rows), 1)}
     result = {"benchmark": "eval_modes", "baseline": "receding",
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                           "loadavg_at_end": os.getloadavg()},
