@@ -81,6 +81,16 @@ class Goal:
             out.append("state")
         return out
 
+    def same_as(self, other: "Goal | None") -> bool:
+        """The same goal: this object, or an equal instruction, goal images and goal state (a goal that
+        crossed the wire is a new object each request, but the same goal)."""
+        if other is self:
+            return True
+        if other is None or self.instruction != other.instruction:
+            return False
+        return all(a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+                   for a, b in ((self.images, other.images), (self.state, other.state)))
+
     def batch(self, modalities: list[str] | tuple[str, ...]) -> dict[str, Any]:
         """The B=1 GoalBatch for a policy trained with ``modalities`` (numpy arrays; the policy moves
         them to its device). A modality it was trained with but this goal lacks is flagged absent."""

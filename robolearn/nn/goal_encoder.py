@@ -20,7 +20,7 @@ from torch import nn
 from robolearn.goal import MODALITIES, GoalConfig
 from robolearn.nn.language import EMBED_DIM, LanguageEncoder
 from robolearn.nn.mlp import mlp
-from robolearn.nn.obs_encoder import EncoderConfig
+from robolearn.nn.obs_encoder import EncoderConfig, module_key
 from robolearn.nn.vision import ResNetImageEncoder
 
 _LANGUAGE: LanguageEncoder | None = None  # one frozen sentence encoder per process, shared by every policy
@@ -51,7 +51,7 @@ class GoalEncoder(nn.Module):
         self.dim = dim
         self.language = nn.Linear(EMBED_DIM, dim) if "language" in self.modalities else None
         self.images = nn.ModuleDict({
-            _mk(k): ResNetImageEncoder(in_channels=int(goal.image_shapes[k][-1]), width=enc.image_width, out_dim=dim,
+            module_key(k): ResNetImageEncoder(in_channels=int(goal.image_shapes[k][-1]), width=enc.image_width, out_dim=dim,
                                        pooling=enc.image_pooling, num_kp=enc.num_keypoints, crop_size=0)
             for k in self.image_keys
         })
@@ -68,14 +68,10 @@ class GoalEncoder(nn.Module):
         if self.language is not None:
             feats.append(self.language(prepared["language"]) * present["language"][:, None])
         for k in self.image_keys:
-            f = self.images[_mk(k)](prepared["image"][k])  # (B, d)
+            f = self.images[module_key(k)](prepared["image"][k])  # (B, d)
             feats.append(f * present["image"][:, None])
         if self.state is not None:
             feats.append(self.state(prepared["state"]) * present["state"][:, None])
         flags = torch.stack([present[m] for m in self.modalities], dim=-1)  # (B, n_modalities)
         return torch.cat([*feats, flags], dim=-1)
-
-
-def _mk(key: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in key)
 

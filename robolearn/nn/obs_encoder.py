@@ -73,7 +73,7 @@ class ObsEncoder(nn.Module):
         if self.image_keys and self.shared:
             self.image_encoders = nn.ModuleDict({"shared": make(image_shapes[self.image_keys[0]])})
         else:
-            self.image_encoders = nn.ModuleDict({_mk(k): make(image_shapes[k]) for k in self.image_keys})
+            self.image_encoders = nn.ModuleDict({module_key(k): make(image_shapes[k]) for k in self.image_keys})
         self.image_dim = cfg.image_feature_dim
         self.out_dim = self.lowdim_dim + self.image_dim * len(self.image_keys)
 
@@ -85,7 +85,7 @@ class ObsEncoder(nn.Module):
 
     def _encode_image(self, key: str, frames: torch.Tensor) -> torch.Tensor:
         b = frames.shape[0]
-        enc = self.image_encoders["shared" if self.shared else _mk(key)]
+        enc = self.image_encoders["shared" if self.shared else module_key(key)]
         feats = enc(rearrange(frames, "b t h w c -> (b t) h w c"))  # (B*To, d)
         return rearrange(feats, "(b t) d -> b t d", b=b)
 
@@ -162,5 +162,6 @@ def check_encoder_info(encoder: ObsEncoder, info: dict, where: str) -> None:
         log.warning("%s: %s was pretrained with crop_size %s, the policy uses %s", where_field, where, info.get("crop_size"), cfg.crop_size)
 
 
-def _mk(key: str) -> str:
+def module_key(key: str) -> str:
+    """An obs key as an nn.ModuleDict key (letters, digits and underscores)."""
     return "".join(c if c.isalnum() else "_" for c in key)

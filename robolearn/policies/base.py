@@ -20,6 +20,7 @@ file plus one import line in robolearn/policies/__init__.py.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,12 +229,14 @@ class Policy(nn.Module):
             check_goal(goal, cfg)
             if self.goal_encoder is None:
                 return None
-            # a Goal stays the same for a whole episode: acting, encode it once (not every chunk)
+            # a goal stays the same for a whole episode: acting, encode it once (not every chunk)
+            goal = goal or Goal()
             cached = self._goal_cache
-            if not self.training and cached is not None and cached[0] is goal and cached[1] == batch_size:
+            if not self.training and cached is not None and cached[1] == batch_size and goal.same_as(cached[0]):
                 return cached[2]
-            feats = self.goal_encoder(self.prepare_goal(_repeat_goal((goal or Goal()).batch(cfg.modalities), batch_size)))
-            self._goal_cache = None if self.training else (goal, batch_size, feats)
+            feats = self.goal_encoder(self.prepare_goal(_repeat_goal(goal.batch(cfg.modalities), batch_size)))
+            # a snapshot, compared by content: a caller may change its Goal object in place later
+            self._goal_cache = None if self.training else (copy.deepcopy(goal), batch_size, feats)
             return feats
         if self.goal_encoder is None:
             return None

@@ -72,14 +72,21 @@ class DataConfig:
 
 
 @dataclass
-class RunConfig:
+class RunBase:
+    """What every run says, training a policy (RunConfig) or pretraining (PretrainRunConfig)."""
+
     dataset: str = ""
-    method: str = "diffusion"
+    method: str = ""  # registry name; each kind of run sets its default
     task: str = ""  # default: the store's "task" attr
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    out: str = ""  # default runs/<task>_<method>_<timestamp>
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    out: str = ""  # default runs/<task>_<method>[_pretrain]_<timestamp>
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class RunConfig(RunBase):
+    method: str = "diffusion"
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     # sim evaluation of the EMA weights during training (0 = off); best and last are kept
     eval_every: int = 0

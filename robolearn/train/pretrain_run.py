@@ -21,7 +21,7 @@ from pathlib import Path
 from robolearn.errors import UserError
 from robolearn.files import read_config_json
 from robolearn.pretrain.base import PretrainConfig, pretrainer_class
-from robolearn.train.config import TrainConfig, method_run_config, read_recipe_toml
+from robolearn.train.config import RunBase, method_run_config, read_recipe_toml
 from robolearn.train.session import RunSession
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,9 @@ class PretrainDataConfig:
 
 
 @dataclass
-class PretrainRunConfig:
-    dataset: str = ""
+class PretrainRunConfig(RunBase):
     method: str = "dynamo"
-    task: str = ""  # default: the store's "task" attr
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    out: str = ""  # default runs/<task>_<method>_pretrain_<timestamp>
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
 
 

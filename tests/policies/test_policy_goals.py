@@ -34,10 +34,13 @@ HEADS = [(m, {}) for m in METHODS] + [("diffusion", {"denoiser": "transformer"})
 
 @pytest.mark.parametrize("method,extra", HEADS)
 def test_every_head_conditions_on_image_and_state_goals(method, extra, tmp_path):
-    """Contract for every registered head that takes goals: the goal reaches the loss and the
-    actions, and survives a save/load round trip."""
+    """Contract for every library head: one that declares image and state goals conditions on them
+    (the goal reaches the loss and the actions, and survives a save/load round trip); one that does
+    not refuses to be built with them, in one line."""
     if not {"image", "state"} <= set(POLICY_REGISTRY[method].goal_modalities):
-        pytest.skip(f"{method} takes no image+state goals")
+        with pytest.raises(UserError, match=f"'{method}' head takes no"):
+            tiny_policy(method, goal=GoalConfig(**GOAL_IMAGE), **extra)
+        return
     policy = tiny_policy(method, goal=GoalConfig(**GOAL_IMAGE), **extra)
     batch = {**synthetic_batch(policy), "goal": goal_batch(4)}
     out = policy.compute_loss(batch)
@@ -174,3 +177,25 @@ def test_bc_follows_a_goal_state_and_an_instruction(tmp_path):
             blind_errs.append(np.abs(blind.predict_action_chunk(obs)[0, 0].numpy() - want).mean())
     assert np.mean(errs) < 0.15, errs
     assert np.mean(blind_errs) > 3 * np.mean(errs)
+
+
+def test_acting_encodes_a_goal_once_and_never_serves_a_stale_one():
+    """While acting, an unchanged goal (also a fresh but equal object, as the policy server gets per
+    request) is encoded once; an in-place change or another goal is encoded again."""
+    policy = tiny_policy("bc", goal=GoalConfig(**GOAL_IMAGE)).eval()
+    runs = []
+    policy.goal_encoder.register_forward_hook(lambda *_: runs.append(1))
+    obs = {"state": torch.zeros(1, 2, STATE_DIM)}
+
+    def goal(v: float) -> Goal:
+        return Goal(images={"cam_image": np.full((IMG, IMG, 3), 100, np.uint8)}, state={"state": np.full(STATE_DIM, v, np.float32)})
+
+    g = goal(0.5)
+    first = policy.predict_action_chunk(obs, goal=g)
+    assert torch.equal(policy.predict_action_chunk(obs, goal=g), first)
+    assert torch.equal(policy.predict_action_chunk(obs, goal=goal(0.5)), first)
+    assert len(runs) == 1
+    g.state["state"][:] = -0.5  # changed in place: encoded again, and the actions follow
+    changed = policy.predict_action_chunk(obs, goal=g)
+    assert len(runs) == 2 and not torch.equal(changed, first)
+    assert torch.equal(policy.predict_action_chunk(obs, goal=goal(-0.5)), changed) and len(runs) == 2
