@@ -411,6 +411,51 @@ class EpisodeStore:
         self._root.attrs["stats"] = stats
         self.refresh()
 
+    def write_episode_meta(self, fields: Mapping[str, np.ndarray]) -> None:
+        """Write per-episode metadata columns (e.g. OOD-IL's `transferability`, `mode_cluster`) as
+        `meta/episodes/<field>`, one value per committed episode, adding or replacing the field.
+
+        Every column is checked first, then built whole under `.meta_tmp/` and moved into
+        `meta/episodes/` by a directory rename, so a reader sees each field either as it was or
+        complete; a bad column raises before anything is written."""
+        self._require_writable()
+        n = self.n_episodes
+        if not n:
+            raise UserError(f"{self.path}: no committed episodes to write metadata for")
+        checked = {}
+        for name, value in fields.items():
+            value = np.asarray(value)
+            if not name or "/" in name or name.startswith("."):
+                raise UserError(f"{self.path}: metadata field {name!r}: expected a plain name (no '/', no leading '.')")
+            if value.shape != (n,):
+                raise UserError(f"{self.path}: metadata field {name!r} needs shape ({n},) (one value per episode), got {value.shape}")
+            if value.dtype.kind not in "biuf":
+                raise UserError(f"{self.path}: metadata field {name!r}: expected bool, int or float values, got {value.dtype}")
+            checked[name] = value.astype(np.float64 if value.dtype.kind == "f" else np.int64 if value.dtype.kind in "iu" else bool)
+        local_tmp = None if _is_url(self.path) else Path(self.path) / ".meta_tmp"
+        if local_tmp is not None:
+            shutil.rmtree(local_tmp, ignore_errors=True)  # left over by an interrupted call
+        for name, value in checked.items():
+            tmp = self._root.create_array(f".meta_tmp/{name}", shape=(n,), chunks=(4096,), dtype=value.dtype,
+                                          fill_value=_meta_fill(_to_python(value[0])), overwrite=True)
+            tmp[:] = value
+        for name in checked:
+            if _is_url(self.path):
+                import fsspec
+
+                fs, root = fsspec.core.url_to_fs(self.path)
+                if fs.exists(f"{root}/meta/episodes/{name}"):
+                    fs.rm(f"{root}/meta/episodes/{name}", recursive=True)
+                fs.mv(f"{root}/.meta_tmp/{name}", f"{root}/meta/episodes/{name}", recursive=True)
+            else:
+                dst, old = Path(self.path) / "meta" / "episodes" / name, local_tmp / f"{name}.old"
+                if dst.exists():
+                    os.replace(dst, old)
+                os.replace(local_tmp / name, dst)
+        if local_tmp is not None:
+            shutil.rmtree(local_tmp, ignore_errors=True)
+        self.refresh()
+
     def _move_into_data(self, key: str) -> None:
         """Rename `.labels_tmp/<key>` to `data/<key>`, replacing any existing array."""
         if _is_url(self.path):

@@ -11,4 +11,5 @@ METHOD_MODULES = [
     "robolearn.pretrain.inverse_dynamics",
     "robolearn.pretrain.act_jepa",
     "robolearn.pretrain.infocon",
+    "robolearn.pretrain.oodil",
 ]

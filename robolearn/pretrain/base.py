@@ -132,6 +132,10 @@ class Pretrainer(nn.Module):
                                               e.image_feature_dim, e.image_pooling, e.num_keypoints, e.crop_size)
 
     # --- the protocol -------------------------------------------------------------------
+    @classmethod
+    def check_store(cls, store, config: PretrainConfig) -> None:
+        """Method-specific checks on the opened training store (UserError), before anything is written."""
+
     @property
     def window(self) -> tuple[int, int, int]:
         """(obs_horizon, obs_future, action_horizon) of the sampler windows this objective needs."""

@@ -94,6 +94,7 @@ def open_pretrain_data(run: PretrainRunConfig):
     cfg.image_keys, cfg.action_dim = images, action_dim
     cfg.env = {"task": store.attrs.get("task", ""), "env": store.attrs.get("env", {})}
     run.task = run.task or str(store.attrs.get("task", "") or "task")
+    cls.check_store(store, cfg)
 
     modes = {k: cfg.obs_norm for k in cfg.lowdim_keys}
     if has_actions:
