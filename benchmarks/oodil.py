@@ -114,7 +114,7 @@ def scores(args) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
         pretrain(load_pretrain_recipe(recipe, [f"dataset={dst}", f"out={out}", f"method={method}",
-                                               f"train.steps={steps}", "train.progress=false"]))
+                                               f"train.steps={steps}", "train.progress=false", *args.pretrain_set]))
         walls[method] = round(time.perf_counter() - t, 1)
         summaries[method] = json.loads((out / f"{method}_scores.json").read_text())
     store = EpisodeStore.open(dst)
@@ -122,7 +122,7 @@ def scores(args) -> dict:
     row = {"task": args.task, "demos": store.n_episodes, "replay_ok": gt.astype(int).tolist(),
            "replay_ok_per_demonstrator": {d: float(gt[who == d].mean()) for d in np.unique(who)},
            "ari_mode_cluster": adjusted_rand_index(store.meta_column("mode_cluster"), store.meta_column("mode")),
-           "clusters": summaries["oodil"]["clusters"], "pretrain_steps": args.pretrain_steps,
+           "clusters": summaries["oodil"]["clusters"], "pretrain_steps": args.pretrain_steps, "pretrain_set": args.pretrain_set,
            "replay_wall_s": round(t_gt, 1), "method_wall_s": walls}
     for method, field in (("oodil", "transferability"), ("feasibility", "feasibility")):
         v = store.meta_column(field)
@@ -190,11 +190,12 @@ def render(data: dict) -> str:
                      f"{r['oodil']['auroc']:.2f} | {r['feasibility']['auroc']:.2f} | {ms} | "
                      f"{inter['env_steps']} / {r['feasibility']['interaction']['env_steps']} ({inter['rollouts']} rollouts of <= {inter['rollout_steps_max']}) | "
                      f"{r['wall_s']} | {r['load_avg']} |")
-    lines += ["", "## Imitation (success in the default-dynamics task, 50 episodes at seeds 100000..., Wilson 95 %)", "",
-              "| task | head | weighting | demos used | train steps | success | 95 % CI | wall s | load |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Imitation (success in the default-dynamics task, episodes at fixed seeds 100000..., Wilson 95 %)", "",
+              "| task | head | weighting | demos used | train steps | episodes | success | 95 % CI | wall s | load |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data.get("imitation", []):
         lo, hi = r["wilson95"]
-        lines.append(f"| {r['task']} | {r['head']} | {r['weighting']} | {r['demos_used']}/{r['demos']} | {r['train_steps']} | "
+        lines.append(f"| {r['task']} | {r['head']} | {r['weighting']} | {r['demos_used']}/{r['demos']} | {r['train_steps']} | {r['episodes']} | "
                      f"{r['success_rate']:.2f} | [{lo:.2f}, {hi:.2f}] | {r['wall_s']} | {r['load_avg']} |")
     lines += ["", f"Machine: {machine()}. Commands: " + "; ".join(sorted({r['command'] for s in data.values() for r in s}))]
     text = "\n".join(lines) + "\n"
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--head", default="bc", choices=["bc", "diffusion"])
     ap.add_argument("--demos", type=int, default=64)
     ap.add_argument("--pretrain-steps", type=int, default=300)
+    ap.add_argument("--pretrain-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides of policies/<task>_oodil_pretrain.toml, e.g. pretrain.rounds=4 pretrain.rollouts=16")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--weightings", nargs="+", default=list(WEIGHTINGS), choices=list(WEIGHTINGS))
