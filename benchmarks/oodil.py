@@ -93,6 +93,17 @@ def replay_ground_truth(store_path: Path, task: str) -> np.ndarray:
     return np.array(ok)
 
 
+def first_states_ari(store, steps: int = 20) -> float:
+    """Reference clustering without any encoder: spherical k-means (k=2) on each demo's mean state over its
+    first `steps` steps, every dimension z-scored over the demos."""
+    from robolearn.pretrain.infocon import adjusted_rand_index
+    from robolearn.pretrain.oodil import kmeans
+
+    x = np.stack([store.get_episode(i, ["state"])["state"][:steps].mean(0) for i in range(store.n_episodes)])
+    z = (x - x.mean(0)) / x.std(0).clip(1e-6)
+    return adjusted_rand_index(kmeans(z / np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12), 2)[0], store.meta_column("mode"))
+
+
 def scores(args) -> dict:
     from robolearn.datasets.store import EpisodeStore
     from robolearn.pretrain.infocon import adjusted_rand_index
@@ -122,6 +133,7 @@ def scores(args) -> dict:
     row = {"task": args.task, "demos": store.n_episodes, "replay_ok": gt.astype(int).tolist(),
            "replay_ok_per_demonstrator": {d: float(gt[who == d].mean()) for d in np.unique(who)},
            "ari_mode_cluster": adjusted_rand_index(store.meta_column("mode_cluster"), store.meta_column("mode")),
+           "ari_reference_first20_states": first_states_ari(store),
            "clusters": summaries["oodil"]["clusters"], "pretrain_steps": args.pretrain_steps, "pretrain_set": args.pretrain_set,
            "replay_wall_s": round(t_gt, 1), "method_wall_s": walls}
     for method, field in (("oodil", "transferability"), ("feasibility", "feasibility")):
@@ -179,14 +191,14 @@ def render(data: dict) -> str:
              "and 2 expert modes. Ground truth: a demo is transferable when replaying its actions open loop on the "
              "default robot from its seed succeeds.", "",
              "## Clustering and transferability", "",
-             "| task | demos | replay ok (per demonstrator) | ARI mode_cluster vs mode (k) | AUROC OOD-IL | AUROC feasibility (Cao et al.) | mean score OOD-IL / feasibility per demonstrator | imitator interaction (env steps, per method) | wall s | load |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | demos | replay ok (per demonstrator) | ARI mode_cluster vs mode (k) | ARI reference: k-means on first-20-step mean states | AUROC OOD-IL | AUROC feasibility (Cao et al.) | mean score OOD-IL / feasibility per demonstrator | imitator interaction (env steps, per method) | wall s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data.get("scores", []):
         per = ", ".join(f"{d} {v:.2f}" for d, v in r["replay_ok_per_demonstrator"].items())
         ms = ", ".join(f"{d} {r['oodil']['mean_score_per_demonstrator'][d]:.2f}/{r['feasibility']['mean_score_per_demonstrator'][d]:.2f}"
                        for d in r["replay_ok_per_demonstrator"])
         inter = r["oodil"]["interaction"]
-        lines.append(f"| {r['task']} | {r['demos']} | {per} | {r['ari_mode_cluster']:.2f} ({r['clusters']['k']}) | "
+        lines.append(f"| {r['task']} | {r['demos']} | {per} | {r['ari_mode_cluster']:.2f} ({r['clusters']['k']}) | {r.get('ari_reference_first20_states', float('nan')):.2f} | "
                      f"{r['oodil']['auroc']:.2f} | {r['feasibility']['auroc']:.2f} | {ms} | "
                      f"{inter['env_steps']} / {r['feasibility']['interaction']['env_steps']} ({inter['rollouts']} rollouts of <= {inter['rollout_steps_max']}) | "
                      f"{r['wall_s']} | {r['load_avg']} |")
