@@ -29,7 +29,7 @@ store as per-episode metadata so any policy head can down-weight what the imitat
                 each field built whole, then renamed in) + `oodil_scores.json` in the run dir
                 (scores, clusters, silhouette, the interaction budget spent)
 
-The feasibility baseline of Cao, Sadigh et al. 2021 ("Learning Feasibility to Imitate
+The feasibility baseline of Cao & Sadigh 2021 ("Learning Feasibility to Imitate
 Demonstrators with Different Dynamics") is the same loop without modes: one pool, one
 discriminator (method `feasibility`, field `feasibility`), so the comparison is like for like.
 
@@ -38,9 +38,9 @@ through the imitator's own (linear) dynamics model, action included (a demo from
 reaches s' with an action that moves the default robot less). Given raw (s, a, s' - s) on our
 lift demos, an MLP discriminator told the imitator from *every* demonstrator by where the states
 were and how large the actions were (AUROC 0.3-0.5 against replay success), so the raw form is
-kept as an option only; scores are ratios to a high quantile rather than a learned weighting network; the imitator is a one-step MLP trained for a few hundred
-steps per round (it only has to produce the default robot's transitions near the demos' states,
-not to solve the task); the encoder is trained on windows (the Trainer's unit), a demo is the mean
+kept as an option only; scores are ratios to a high quantile rather than a learned weighting
+network; the imitator is a one-step MLP trained for a few hundred steps per round (it only has to
+produce the default robot's transitions near the demos' states, not to solve the task); the encoder is trained on windows (the Trainer's unit), a demo is the mean
 of its windows. No labels (`demonstrator`, `mode`) are read; when the store has them the summary
 reports the clustering ARI against `mode` and the mean score per demonstrator.
 """
