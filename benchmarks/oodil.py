@@ -169,6 +169,7 @@ def imitate(args) -> list[dict]:
                            "episodes": args.episodes, "success_rate": report["success_rate"], "wilson95": report["wilson95"],
                            "train_wall_s": round(t_train, 1), "overrides": overrides[1:]}, t0))
         print(json.dumps(rows[-1]), flush=True)
+        merge("imitation", rows[-1:], ("task", "head", "weighting"))  # each cell as it finishes
     return rows
 
 
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row))
         merge("scores", [row], ("task",))
     elif args.what == "imitate":
-        merge("imitation", imitate(args), ("task", "head", "weighting"))
+        imitate(args)
     path = RESULTS / "oodil.json"
     if path.exists():
         print(render(json.loads(path.read_text())))
