@@ -9,7 +9,8 @@ One window per time step t of the selected episodes:
 
 Per-step labels named in `mask_keys` (e.g. `extraneous`) come along over the action
 window as `masks`; the one named `step_weight_key` (e.g. EIL's `keep`) is the per-step
-loss weight `step_weight` (0 removes a step from the loss), a per-episode weight
+loss weight `step_weight` (0 removes a step, the rest of a chunk after it, and every window
+that observes it from the loss: a chunk never jumps across removed steps), a per-episode weight
 (OOD-IL's transferability) is `weight`, and per-episode metadata
 named in `meta_fields` (e.g. `instruction` for language goals) as `meta`. With
 `subgoal_keys`, `subgoal` holds those low-dim keys' values at the next key state (the
@@ -237,7 +238,12 @@ class WindowDataset:
             item["action"] = self._rows(self.action_key, act_idx).astype(np.float32)
             item["action_is_pad"] = act_range > act_idx
         if self.step_weight_key:
-            item["step_weight"] = self._rows(self.step_weight_key, act_idx).astype(np.float32)
+            w = self._rows(self.step_weight_key, act_idx).astype(np.float32)
+            # a weight-0 step cuts the chunk: the steps after it weigh 0 too, so no window teaches a jump
+            # across removed steps; a window that observes a removed step (its own or in its history)
+            # teaches nothing, so removed steps' observations never reach the loss either
+            seen = self._rows(self.step_weight_key, obs_idx[: self.obs_horizon])
+            item["step_weight"] = w * (np.cumsum(w == 0) == 0) * np.float32(np.all(seen > 0))
         if self._goals is not None:
             item["goal"] = self._goal(ep)
         g = int(self._index[i, 0])  # global step of t

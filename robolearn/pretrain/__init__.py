@@ -11,5 +11,6 @@ METHOD_MODULES = [
     "robolearn.pretrain.inverse_dynamics",
     "robolearn.pretrain.act_jepa",
     "robolearn.pretrain.infocon",
+    "robolearn.pretrain.eil",
     "robolearn.pretrain.oodil",
 ]
