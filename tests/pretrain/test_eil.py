@@ -266,3 +266,18 @@ def test_windows_never_jump_across_a_dropped_segment(tmp_path):
         first_drop = np.flatnonzero(keep[steps] == 0)
         cut = first_drop[0] if len(first_drop) else 8
         assert w[:cut].all() and not w[cut:].any()  # kept up to the segment, nothing after it
+
+
+def test_robolearn_pretrain_labels_a_camera_store(tmp_path, square_store, tiny_recipe, to_toml):
+    """The whole `robolearn pretrain` path on camera frames (the shared ResNet encoder per frame)."""
+    from robolearn.train.pretrain_run import load_pretrain_recipe, pretrain
+
+    recipe = tiny_recipe(square_store, "eil", tmp_path / "run",
+                         pretrain={"max_episode_len": 24, "n_frames": 8, "hidden": 32, "embed_dim": 8},
+                         train={"steps": 4, "batch_size": 4})
+    (tmp_path / "r.toml").write_text(to_toml(recipe))
+    res = pretrain(load_pretrain_recipe(tmp_path / "r.toml"))
+    s = EpisodeStore.open(square_store)
+    assert res.outputs["labels"] == square_store and s.get("eil_keep").shape == (s.n_steps,)
+    summary = json.loads((tmp_path / "run" / "eil_labels.json").read_text())
+    assert summary["episodes"] == s.n_episodes and "eil" not in summary  # no true labels in this store
