@@ -265,7 +265,7 @@ def gravmap_picture(store_path: str, path: Path) -> None:
     keyflag = s.get("keypose")[sl]
     steps = [0, int(np.nonzero(keyflag)[0][0]) + 2, len(keyflag) - 12]
     grid = torch.from_numpy(grid_points(WORKSPACE_LOW, WORKSPACE_HIGH, (14, 14, 8)))
-    fig = plt.figure(figsize=(15, 5))
+    fig = plt.figure(figsize=(15, 5.2))
     for j, t in enumerate(steps):
         ax = fig.add_subplot(1, 3, j + 1, projection="3d")
         pc = s.array("agentview_pointcloud")[sl.start + t].reshape(-1, 3)
@@ -279,11 +279,14 @@ def gravmap_picture(store_path: str, path: Path) -> None:
         low = gm[:, 3] < 0.3
         sc = ax.scatter(*xyz[low].T, c=gm[low, 3], cmap="plasma", vmin=0, vmax=0.3, s=40 * (1 - gm[low, 3] / 0.3) + 2,
                         alpha=0.25, depthshade=False)
-        ax.scatter(*kp[0].numpy(), marker="*", s=250, c="red" if op[0] < 0.5 else "lime", edgecolors="k")
+        ax.scatter(*kp[0].numpy(), marker="*", s=400, c="red" if op[0] < 0.5 else "lime", edgecolors="k", depthshade=False)
         ax.set_title(f"step {t}: sub-goal {'closed' if op[0] < 0.5 else 'open'} gripper\n{instr[ep]}", fontsize=9)
-        ax.set_xlim(WORKSPACE_LOW[0], WORKSPACE_HIGH[0]); ax.set_ylim(WORKSPACE_LOW[1], WORKSPACE_HIGH[1])
-        ax.set_zlim(WORKSPACE_LOW[2], WORKSPACE_HIGH[2]); ax.view_init(elev=25, azim=-60)
-    fig.colorbar(sc, ax=fig.axes, shrink=0.6, label="GravMap cost (shown where < 0.3); star = sub-goal (red closed, green open)")
+        ax.set_xlim(-0.2, 0.15)
+        ax.set_ylim(-0.2, 0.2)
+        ax.set_zlim(0.8, 1.05)
+        ax.view_init(elev=30, azim=-50)
+    fig.colorbar(sc, ax=fig.axes, shrink=0.6, label="GravMap cost (< 0.3 shown)")
+    fig.suptitle("GravMaps of the demo's next keypose over the scene point cloud (star: sub-goal; red = close, green = open)")
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

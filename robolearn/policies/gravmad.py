@@ -197,6 +197,11 @@ class GravMADPolicy(Policy):
         return (p + 1) / 2 * (self.high - self.low) + self.low
 
     def _instructions(self, goal: Any, b: int) -> list[str]:
+        """(B,) instruction strings from a Goal, a GoalBatch, or a list of strings."""
+        if isinstance(goal, (list, tuple)) and all(isinstance(t, str) for t in goal):
+            if len(goal) != b:
+                raise UserError(f"goal: {len(goal)} instructions for a batch of {b}")
+            return list(goal)
         if isinstance(goal, Goal):
             return [goal.instruction or ""] * b
         if isinstance(goal, dict) and "instruction" in goal:
@@ -258,11 +263,13 @@ class GravMADPolicy(Policy):
             err = F.mse_loss(g["pos_n"], self.normalize_pos(kp_pos), reduction="none")
             err = err + F.binary_cross_entropy_with_logits(g["open_logit"], kp_open, reduction="none")[:, None]
             gl = self.chunk_loss(err[:, None], batch)
+            # confidence: the batch's instructions (1; an absent one 0) against instructions naming nothing
+            # in the scene (0), each side weighted one half whatever their counts
             neg = embed_instructions(list(NEGATIVE_INSTRUCTIONS), self.device)
-            conf_logits = torch.cat([g["conf_logit"], self.learned_grounder.conf(neg)[:, 0]])
-            conf_target = torch.cat([torch.tensor([float(bool(s)) for s in texts], device=self.device),
-                                     torch.zeros(len(neg), device=self.device)])
-            gl = gl + F.binary_cross_entropy_with_logits(conf_logits, conf_target)
+            pos_target = torch.tensor([float(bool(s)) for s in texts], device=self.device)
+            neg_logits = self.learned_grounder.conf(neg)[:, 0]
+            gl = gl + 0.5 * (F.binary_cross_entropy_with_logits(g["conf_logit"], pos_target)
+                             + F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits)))
             out["grounder_loss"] = gl
             loss = loss + c.grounder_coef * gl
         out["loss"] = loss

@@ -136,6 +136,8 @@ def test_loss_is_finite_and_chunk_has_the_right_shape_and_limits():
     out["loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
     policy.eval()
+    sg = policy.ground(toy_obs(2), ["lift the red cube", "stack the red cube on the blue cube"])  # the learned grounder
+    assert sg.pos.shape == (2, 3) and ((sg.confidence >= 0) & (sg.confidence <= 1)).all()
     policy.grounder = FixedGrounder([0.0, 0.0, 0.85])
     chunk = policy.predict_action_chunk(toy_obs(1), Goal("lift the red cube"))
     assert chunk.shape == (1, policy.config.horizon, 7) and torch.isfinite(chunk).all() and chunk.abs().max() <= 1.0
