@@ -28,7 +28,7 @@ action box); far from the keypose in x-y it first rises to ``hover`` above the k
 travels level (no sweeping through other cubes); the gripper switches to the keypose's openness only
 once the end effector is within ``reach_tol`` of the keypose, otherwise it keeps its last command
 (reset to open at each episode). The predicted keypose is clipped to the workspace box. A grounded
-sub-goal with confidence below ``min_confidence``, or outside the box, is refused: that sample's
+sub-goal with confidence below ``min_confidence``, or more than ``box_margin`` outside the box, is refused: that sample's
 chunk holds (zero motion, gripper unchanged) and the refusal is logged.
 
 Keypose labels come from `python -m robolearn.policies.gravmap label STORE` and reach the batch
@@ -84,6 +84,7 @@ class GravMADConfig(PolicyConfig):
     use_gravmap: bool = True  # false: no GravMap token, no grounder (3D Diffuser Actor-style ablation)
     grounder: str = "learned"  # learned | oracle (when acting; the learned grounder is always trained)
     min_confidence: float = 0.5
+    box_margin: float = 0.02  # a sub-goal this close outside the box is clipped into it; farther out it is refused
     grounder_coef: float = 1.0
     hidden: int = 256
     token_dim: int = 64
@@ -307,7 +308,7 @@ class GravMADPolicy(Policy):
         token = None
         if self.gravmap_encoder is not None:
             sg = subgoal or self.ground(obs, goal, scene)
-            inside = in_box(sg.pos, c.workspace_low, c.workspace_high)
+            inside = in_box(sg.pos, [x - c.box_margin for x in c.workspace_low], [x + c.box_margin for x in c.workspace_high])
             hold = (sg.confidence < c.min_confidence) | ~inside
             for i in torch.nonzero(hold).flatten().tolist():
                 self.refusals += 1
