@@ -154,7 +154,12 @@ def merge(section: str, rows: list[dict], results: Path) -> dict:
 def render(data: dict, results: Path) -> str:
     lines = ["# EIL: extraneous-segment detection and imitation on the kept frames (issue 16)", "",
              "Commands, budgets, machine and load per row are in eil.json. Detection: per-frame flags vs the",
-             "collector's true `extraneous` label. Imitation: 50 evaluation episodes at seeds 100000..., Wilson 95%.", "",
+             "collector's true `extraneous` label. Imitation: 50 evaluation episodes at seeds 100000..., Wilson 95%;",
+             "mean length over all 50 episodes (a failure runs to the horizon) and over the successes only.",
+             "CPU budget (`python benchmarks/eil.py all`): 50 demos per store (60% with 1-2 extraneous segments),",
+             "TCC 800 steps at batch 16 (32 frames per demo), one training seed per cell, the heads at",
+             "benchmarks/success.py's CPU sizes for 1000 steps, state observations only (no image row on this budget);",
+             "benchmarks/eil_gpu.sh is the larger variant.", "",
              "## Detection", "",
              "| task | method | demos | TCC steps | precision | recall | F1 | flagged | true share | wall s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
