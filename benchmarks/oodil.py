@@ -210,6 +210,13 @@ def render(data: dict) -> str:
         lo, hi = r["wilson95"]
         lines.append(f"| {r['task']} | {r['head']} | {r['weighting']} | {r['demos_used']}/{r['demos']} | {r['train_steps']} | {r['episodes']} | "
                      f"{r['success_rate']:.2f} | [{lo:.2f}, {hi:.2f}] | {r['wall_s']} | {r['load_avg']} |")
+    lines += ["", "Budget (2-core CPU shared with other jobs, load in the rows): scores: 64 demos (16 per demonstrator), "
+              "encoder 300 steps (batch 64), the imitator 2 rounds x 6 rollouts of at most the task horizon in the "
+              "default-dynamics simulator (env steps in the table), 400 imitator + 300 discriminator steps per round; "
+              "the feasibility baseline the same loop without modes. Imitation: benchmarks/success.py's CPU profile, "
+              "BC 2000 steps, diffusion 1000 steps, state observations, one evaluation of the last checkpoint. "
+              "Not run in the CPU budget: stack imitation, lift diffusion with feasibility/oracle weights "
+              "(benchmarks/oodil_gpu.sh runs every cell at 200 demos)."]
     lines += ["", f"Machine: {machine()}. Commands: " + "; ".join(sorted({r['command'] for s in data.values() for r in s}))]
     text = "\n".join(lines) + "\n"
     (RESULTS / "oodil.md").write_text(text)
