@@ -58,9 +58,13 @@ class WindowDataset:
         subgoal_label: str = "key_state",
         step_weight_key: str | None = None,
         goal: GoalConfig | None = None,
+        future_keys: Sequence[str] = (),
+        future_steps: int = 0,
     ):
         """``obs_future`` > 0 appends that many future observation steps (pretraining objectives that
-        predict o_{t+1..t+Tf}); ``obs_is_pad`` then flags the steps repeated past the episode end."""
+        predict o_{t+1..t+Tf}); ``obs_is_pad`` then flags the steps repeated past the episode end.
+        ``future_keys`` with ``future_steps`` = k adds ``future`` {key: frame t+k} (the episode's last
+        frame past its end) and ``future_is_pad``: what a head predicts ahead (MDT's foresight)."""
         if obs_horizon < 1 or action_horizon < 1 or obs_future < 0:
             raise UserError(f"obs_horizon and action_horizon must be >= 1 and obs_future >= 0, "
                             f"got {obs_horizon}, {action_horizon}, {obs_future}")
@@ -74,13 +78,16 @@ class WindowDataset:
         self.obs_future = obs_future
         self.mask_keys = list(mask_keys)
         self.meta_fields = list(meta_fields)
+        self.future_keys, self.future_steps = list(future_keys), int(future_steps)
+        if self.future_keys and self.future_steps < 1:
+            raise UserError(f"future_steps: expected >= 1 with future_keys {self.future_keys}, got {future_steps}")
 
         s = self._store
         self.subgoal_keys = list(subgoal_keys)
         self.step_weight_key = step_weight_key or None
         self._step_keys = [*self.obs_keys, *([action_key] if action_key else []), *self.mask_keys,
                            *([self.step_weight_key] if self.step_weight_key else [])]
-        for key in [*self._step_keys, *self.subgoal_keys, *([subgoal_label] if self.subgoal_keys else [])]:
+        for key in [*self._step_keys, *self.future_keys, *self.subgoal_keys, *([subgoal_label] if self.subgoal_keys else [])]:
             if key not in s.keys:
                 raise UserError(f"{self._path}: no data key {key!r} (store has {', '.join(s.keys) or 'none'})")
         self.episodes = np.arange(s.n_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
@@ -209,14 +216,19 @@ class WindowDataset:
         zarr's per-call overhead (~0.4 ms) is far larger than decoding an 84x84 frame (~0.03 ms),
         so the frames of every window in the batch are fetched together.
         """
-        lazy = [k for k in self.obs_keys if k not in self._ram]
         frames: dict[str, dict[int, np.ndarray]] = {}
-        if lazy:
-            needed = np.unique(np.concatenate([self._window_indices(i)[0] for i in indices]))
-            for key in lazy:
-                rows = self.store.array(key).oindex[needed]
-                frames[key] = dict(zip(needed.tolist(), rows))
+        for key in dict.fromkeys([*self.obs_keys, *self.future_keys]):
+            if key in self._ram:
+                continue
+            rows = [self._window_indices(i)[0] for i in indices] if key in self.obs_keys else []
+            rows += [[self._future_index(i)] for i in indices] if key in self.future_keys else []
+            needed = np.unique(np.concatenate(rows))
+            frames[key] = dict(zip(needed.tolist(), self.store.array(key).oindex[needed]))
         return [self._window(i, frames) for i in indices]
+
+    def _future_index(self, i: int) -> int:
+        t, _, end, _ = (int(v) for v in self._index[i])
+        return min(t + self.future_steps, end - 1)
 
     def _window(self, i: int, frames: dict[str, dict[int, np.ndarray]]) -> dict[str, Any]:
         obs_idx, act_range, act_idx, ep, t = self._window_indices(i)
@@ -249,6 +261,10 @@ class WindowDataset:
         g = int(self._index[i, 0])  # global step of t
         if self._subgoal:
             item["subgoal"] = {k: v[g] for k, v in self._subgoal.items()}
+        if self.future_keys:
+            j = self._future_index(i)
+            item["future"] = {k: frames[k][j] if k in frames else self._rows(k, np.array([j]))[0] for k in self.future_keys}
+            item["future_is_pad"] = np.bool_(g + self.future_steps > j)
         if self.obs_future:  # True where a step past the episode end repeats the last frame
             item["obs_is_pad"] = np.arange(g - self.obs_horizon + 1, g + self.obs_future + 1) > obs_idx
         return item

@@ -194,5 +194,8 @@ def run_policy_episode(
             break
     if on_frame is not None:
         on_frame(env)
-    return {"seed": int(seed), "success": bool(success), "length": int(t), "actions_sha1": digest.hexdigest()[:16],
-            "chunks": executor.seq, "held_steps": executor.held, "boundary_jumps": boundary_jumps(executor.sched.history)}
+    out = {"seed": int(seed), "success": bool(success), "length": int(t), "actions_sha1": digest.hexdigest()[:16],
+           "chunks": executor.seq, "held_steps": executor.held, "boundary_jumps": boundary_jumps(executor.sched.history)}
+    if getattr(env, "goal_kind", ""):
+        out["goal_kind"] = env.goal_kind
+    return out

@@ -9,7 +9,8 @@ A policy is a config dataclass plus an ``nn.Module`` with
 
 ``batch`` is a collated `WindowDataset` item dict: obs {key: (B, To, ...)}, action (B, Ta, Da),
 action_is_pad (B, Ta), weight (B,) per-episode, step_weight (B, Ta) per-step (``data.step_weight_key``),
-goal (a GoalBatch, see robolearn/goal.py), subgoal {key: (B, D)}, meta {field: list}.
+goal (a GoalBatch, see robolearn/goal.py), subgoal {key: (B, D)}, future {key: (B, ...)} (the frame
+``future_steps`` ahead of each ``future_keys`` key), meta {field: list}.
 
 What a head supports is said by class attributes, asked one way (``policy.supports(...)`` is not
 needed: read the attribute): ``goal_modalities`` (goal kinds it can be trained with),
@@ -66,6 +67,10 @@ class PolicyConfig:
     # Goal conditioning (robolearn/goal.py): language / goal image / goal state, flagged per sample.
     goal: GoalConfig = field(default_factory=GoalConfig)
     goal_dim: int = 64  # feature size per goal input
+    # Frames a head predicts ahead in training (MDT's masked foresight): the sampler adds
+    # batch["future"] = {key: the frame future_steps ahead}. [] = none.
+    future_keys: list[str] = field(default_factory=list)
+    future_steps: int = 3
 
     def validate(self, where: str = "policy") -> None:
         if self.n_action_steps > self.horizon or self.n_action_steps < 1:
@@ -80,6 +85,8 @@ class PolicyConfig:
         for k in self.subgoal_keys:
             if k in self.image_keys:
                 raise UserError(f"{where}.subgoal_keys: {k!r} is a camera; sub-goals are low-dim keys")
+        if self.future_keys and self.future_steps < 1:
+            raise UserError(f"{where}.future_steps: expected >= 1, got {self.future_steps}")
         if self.subgoal_coef < 0:
             raise UserError(f"{where}.subgoal_coef: expected >= 0, got {self.subgoal_coef}")
         self.goal.validate(f"{where}.goal")
@@ -122,7 +129,7 @@ class Policy(nn.Module):
         super().__init__()
         config.method = self.method
         config.validate()
-        for k in [*config.obs_keys, *config.subgoal_keys]:
+        for k in [*config.obs_keys, *config.subgoal_keys, *config.future_keys]:
             if k not in config.obs_shapes:
                 raise UserError(f"policy.obs_shapes: no shape for obs key {k!r}")
         if config.action_dim < 1:

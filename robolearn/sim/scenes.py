@@ -7,6 +7,11 @@ cube", "stack the green cube on the blue cube"). The instruction is the only thi
 that tells the goals apart, so language matters. Success is checked against the
 sampled goal: lift = the named cube 4 cm above the table; stack = the top cube
 touches the bottom cube, rests above it, and is not grasped.
+
+Options (env_kwargs): `stack_fraction` (share of stack goals), `goal_colors` (the cubes a goal
+may name first; default all four) and `reach=True`, a toy variant whose every goal is "reach the
+{a} cube": success = the gripper within 3 cm (xy) of the named cube and 2-9 cm above it (for tests of goal following
+that a small policy learns in a minute).
 """
 
 from __future__ import annotations
@@ -26,16 +31,23 @@ COLORS = ("red", "green", "blue", "yellow")
 CUBE_HALF = 0.02
 LIFT_TEMPLATES = ("lift the {a} cube", "pick up the {a} cube")
 STACK_TEMPLATES = ("stack the {a} cube on the {b} cube", "put the {a} cube on top of the {b} cube")
+REACH_TEMPLATES = ("reach the {a} cube", "move to the {a} cube")
 
 
 class MultiCube(ManipulationEnv):
     def __init__(self, robots, table_full_size=(0.8, 0.8, 0.05), table_friction=(1.0, 5e-3, 1e-4),
-                 use_object_obs=True, reward_shaping=False, stack_fraction=0.5, **kwargs):  # fmt: skip
+                 use_object_obs=True, reward_shaping=False, stack_fraction=0.5, goal_colors=None, reach=False,
+                 **kwargs):  # fmt: skip
         self.table_full_size = table_full_size
         self.table_friction = table_friction
         self.table_offset = np.array((0, 0, 0.8))
         self.use_object_obs = use_object_obs
         self.stack_fraction = stack_fraction
+        self.goal_colors = list(goal_colors) if goal_colors else list(COLORS)
+        unknown = [c for c in self.goal_colors if c not in COLORS]
+        if unknown:
+            raise ValueError(f"goal_colors: unknown colours {unknown}; expected some of {list(COLORS)}")
+        self.reach = bool(reach)
         self.goal = {"kind": "lift", "a": "red", "b": ""}
         self.instruction = ""
         kwargs.setdefault("gripper_types", "default")
@@ -101,7 +113,13 @@ class MultiCube(ManipulationEnv):
         for pos, quat, obj in self.placement_initializer.sample().values():
             self.sim.data.set_joint_qpos(obj.joints[0], np.concatenate([np.array(pos), np.array(quat)]))
         a, b = self.rng.choice(len(COLORS), size=2, replace=False)
-        if self.rng.random() < self.stack_fraction:
+        if len(self.goal_colors) < len(COLORS):  # a restricted goal set: draw the first cube from it
+            a = COLORS.index(self.goal_colors[self.rng.integers(len(self.goal_colors))])
+            b = self.rng.choice([i for i in range(len(COLORS)) if i != a])
+        if self.reach:
+            self.goal = {"kind": "reach", "a": COLORS[a], "b": ""}
+            template = REACH_TEMPLATES[self.rng.integers(len(REACH_TEMPLATES))]
+        elif self.rng.random() < self.stack_fraction:
             self.goal = {"kind": "stack", "a": COLORS[a], "b": COLORS[b]}
             template = STACK_TEMPLATES[self.rng.integers(len(STACK_TEMPLATES))]
         else:
@@ -114,6 +132,9 @@ class MultiCube(ManipulationEnv):
 
     def _check_success(self):
         a = self.sim.data.body_xpos[self.cube_body_ids[self.goal["a"]]]
+        if self.goal["kind"] == "reach":
+            eef = self.sim.data.site_xpos[self.robots[0].eef_site_id["right"]]
+            return bool(np.linalg.norm(eef[:2] - a[:2]) < 0.03 and 0.02 < eef[2] - a[2] < 0.09)
         if self.goal["kind"] == "lift":
             return bool(a[2] > self.table_offset[2] + 0.04 + CUBE_HALF)
         b = self.sim.data.body_xpos[self.cube_body_ids[self.goal["b"]]]

@@ -24,7 +24,7 @@ def open_training_data(run: RunConfig):
         raise UserError("dataset: no store given (set `dataset = \"PATH\"` in the recipe or dataset=PATH)")
     store = EpisodeStore.open(run.dataset, mode="r")
     cfg: PolicyConfig = run.policy
-    for key in [*cfg.obs_keys, cfg.action_key, *run.data.mask_keys, *cfg.subgoal_keys]:
+    for key in [*cfg.obs_keys, cfg.action_key, *run.data.mask_keys, *cfg.subgoal_keys, *cfg.future_keys]:
         if key not in store.keys:
             raise UserError(f"{run.dataset}: no data key {key!r} needed by the recipe (store has {', '.join(store.keys)})")
     if run.data.step_weight_key and run.data.step_weight_key not in store.keys:
@@ -38,7 +38,7 @@ def open_training_data(run: RunConfig):
             raise UserError(f"{run.dataset}: no episode meta field {f!r} needed by the recipe (store has {store.meta_fields})")
     if store.n_episodes == 0:
         raise UserError(f"{run.dataset}: the store has no episodes")
-    shapes = {k: [int(s) for s in store.array(k).shape[1:]] for k in [*cfg.obs_keys, *cfg.subgoal_keys]}
+    shapes = {k: [int(s) for s in store.array(k).shape[1:]] for k in [*cfg.obs_keys, *cfg.subgoal_keys, *cfg.future_keys]}
     images = [k for k in cfg.obs_keys if is_image_array(store.array(k))]
     if cfg.image_keys and sorted(cfg.image_keys) != sorted(images):
         raise UserError(f"policy.image_keys: recipe says {cfg.image_keys}, store images among obs_keys are {images}")
@@ -73,6 +73,8 @@ def open_training_data(run: RunConfig):
         subgoal_label=cfg.subgoal_label,
         step_weight_key=run.data.step_weight_key or None,
         goal=cfg.goal if cfg.goal.enabled else None,
+        future_keys=cfg.future_keys,
+        future_steps=cfg.future_steps,
     )
     return dataset, stats
 
@@ -85,6 +87,9 @@ def fill_goal_shapes(cfg: PolicyConfig, store, where: str) -> None:
     if "language" in g.modalities and g.instruction_field not in store.meta_fields:
         raise UserError(f"{where}: no episode meta field {g.instruction_field!r} for policy.goal language goals "
                         f"(store has {', '.join(store.meta_fields) or 'none'})")
+    if "language" in g.modalities and not any(str(x) for x in store.meta_column(g.instruction_field)):
+        raise UserError(f"{where}: policy.goal has language goals but no episode has an instruction in meta field "
+                        f"{g.instruction_field!r} (collect with --language-fraction > 0, or drop 'language')")
     for part, keys, want_image in (("image", g.image_keys, True), ("state", g.state_keys, False)):
         if part not in g.modalities:
             continue

@@ -15,6 +15,7 @@ EXPERTS: dict[str, Callable[..., Expert]] = {
     "nut_assembly_square": NutAssemblySquareExpert,
     "door": DoorExpert,
     "multi_cube": multi_cube_expert,
+    "multi_cube_reach": multi_cube_expert,
 }
 
 

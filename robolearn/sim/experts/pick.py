@@ -220,7 +220,15 @@ class MultiCubeStackExpert(_InstructedCube, StackExpert):
         return b + np.array([0, 0, 0.04 + 0.004])  # two 2 cm half sizes + gap
 
 
+class MultiCubeReachExpert(_InstructedCube, LiftExpert):
+    """The toy reach goal: approach and stop above the named cube (the first two pick stages)."""
+
+    def plan(self):
+        return self.pick_stages()[:2]
+
+
 def multi_cube_expert(env, **kwargs) -> Expert:
     """The multi-cube scene's expert follows the goal the env sampled (what its instruction says)."""
-    cls = MultiCubeStackExpert if env.rs.goal["kind"] == "stack" else MultiCubeLiftExpert
+    kind = env.rs.goal["kind"]
+    cls = MultiCubeStackExpert if kind == "stack" else MultiCubeReachExpert if kind == "reach" else MultiCubeLiftExpert
     return cls(env, **kwargs)
