@@ -75,3 +75,15 @@ class GoalEncoder(nn.Module):
         flags = torch.stack([present[m] for m in self.modalities], dim=-1)  # (B, n_modalities)
         return torch.cat([*feats, flags], dim=-1)
 
+    def split(self, features: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``forward``'s output -> ({modality: its features (B, d x n_parts)}, {modality: presence flag (B,)}),
+        for heads that give each modality its own token (MDT) instead of one concatenated vector."""
+        sizes = {"language": self.dim if self.language is not None else 0, "image": self.dim * len(self.image_keys),
+                 "state": self.dim if self.state is not None else 0}
+        feats, at = {}, 0
+        for m in MODALITIES:
+            if sizes[m]:
+                feats[m], at = features[:, at: at + sizes[m]], at + sizes[m]
+        flags = {m: features[:, at + i] for i, m in enumerate(self.modalities)}
+        return feats, flags
+

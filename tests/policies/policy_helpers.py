@@ -20,6 +20,7 @@ TINY = {
     "bc": dict(hidden=[32, 32]),
     "diffusion": dict(down_dims=[16, 32], step_embed_dim=16, num_train_timesteps=20, num_inference_steps=5),
     "act": dict(d_model=32, n_heads=4, dim_feedforward=64, n_encoder_layers=1, n_vae_encoder_layers=1, latent_dim=4),
+    "mdt": dict(d_model=32, n_heads=4, encoder_layers=1, decoder_layers=1, num_inference_steps=4),
 }
 
 

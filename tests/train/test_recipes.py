@@ -25,7 +25,8 @@ except ImportError:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[2]
 POLICY_RECIPES = sorted((REPO / "policies").glob("*.toml"))
 DATASET_RECIPES = sorted((REPO / "datasets").glob("*.toml"))
-METHODS = ("diffusion", "act", "bc")
+METHODS = ("diffusion", "act", "bc")  # single-task heads: a recipe for every task of TASKS
+GOAL_METHODS = ("mdt",)  # multitask goal-conditioned heads: recipes for their multitask scenes only
 TASKS = {"lift": "lift", "can": "pick_place_can", "square": "nut_assembly_square"}  # recipe prefix -> suite task
 
 
@@ -35,7 +36,7 @@ def _is_pretrain(p: Path) -> bool:
 
 def _is_method_recipe(p: Path) -> bool:
     """policies/<method>[_image].toml: a method's values, included by the task recipes."""
-    return p.stem.removesuffix("_image") in METHODS
+    return p.stem.removesuffix("_image") in METHODS + GOAL_METHODS
 
 
 def _load(p: Path, overrides: list[str] = ()):
