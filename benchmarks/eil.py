@@ -29,29 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from success import CPU_PROFILE, TASK_RECIPE, machine  # benchmarks/ is on sys.path when run as a script
+from success import CPU_PROFILE, TASK_RECIPE, stamp  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DATA_LABEL = {"raw": "", "eil": "eil_keep", "oracle": "true_keep", "clean": ""}
 
-
-def command() -> str:
-    return "python benchmarks/eil.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def stamp(row: dict, t0: float) -> dict:
-    row.update(command=command(), machine=machine(), wall_s=round(time.perf_counter() - t0, 1),
-               load_avg=round(os.getloadavg()[0], 2), date=time.strftime("%Y-%m-%d"))
-    return row
 
 
 def store_path(args, kind: str) -> Path:

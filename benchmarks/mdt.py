@@ -34,12 +34,11 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from success import machine  # benchmarks/ is on sys.path when run as a script
+from success import stamp  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,10 +52,6 @@ CELLS = {  # name -> (recipe, overrides)
 }
 PLAN = [("mdt", 0.02, 0), ("mdt", 0.1, 0), ("mdt", 0.02, 1), ("mdt", 0.1, 1), ("mdt_no_mgf", 0.1, 0),
         ("mdt_no_cla", 0.1, 0), ("mdt_no_both", 0.1, 0), ("diffusion_lang", 0.1, 0), ("diffusion_lang", 1.0, 0)]
-
-
-def command() -> str:
-    return "python benchmarks/mdt.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def run(cmd: list[str]) -> None:
@@ -115,9 +110,7 @@ def cell(args, name: str, labels: float, seed: int) -> dict:
         row["eval"][goal] = {k: rep[k] for k in ("success_rate", "wilson95", "episodes", "mean_length")}
         row["eval"][goal]["by_goal_kind"] = {k: {"success_rate": v["success_rate"], "episodes": v["episodes"]}
                                              for k, v in rep.get("by_goal_kind", {}).items()}
-    row.update(command=command(), machine=machine(), wall_s=round(time.perf_counter() - t0, 1),
-               load_avg=round(os.getloadavg()[0], 2), date=time.strftime("%Y-%m-%d"))
-    merge(row)
+    merge(stamp(row, t0))
     return row
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import shutil
 import sys
 import time
@@ -35,22 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from success import CPU_PROFILE, machine  # noqa: E402
+from success import CPU_PROFILE, machine, stamp  # noqa: E402
 
 DEMONSTRATORS = {"default": {}, "heavy_object": {"object_mass_scale": 4.0},
                  "strong_gain": {"action_scale": 1.6, "kp_scale": 1.5},
                  "damped_joints": {"joint_damping_scale": 8.0, "kp_scale": 0.6}}  # datasets/*_other_dynamics.toml
 WEIGHTINGS = {"uniform": "", "feasibility": "feasibility", "oodil": "transferability", "oracle": ""}
 
-
-def command() -> str:
-    return "python benchmarks/oodil.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def stamp(row: dict, t0: float) -> dict:
-    row.update(command=command(), machine=machine(), wall_s=round(time.perf_counter() - t0, 1),
-               load_avg=round(os.getloadavg()[0], 2), date=time.strftime("%Y-%m-%d"))
-    return row
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:

@@ -35,14 +35,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from success import machine  # benchmarks/ is on sys.path when run as a script
+from success import stamp  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,16 +59,6 @@ PROFILES = {
             "policy": ["train.batch_size=64", "train.lr=3e-4", "train.warmup_steps=200", "train.ema_decay=0.999",
                        "data.in_ram=true", "data.num_workers=0"]},
 }
-
-
-def command() -> str:
-    return "python benchmarks/pretrain.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def stamp(row: dict, t0: float) -> dict:
-    row.update(command=command(), machine=machine(), wall_s=round(time.perf_counter() - t0, 1),
-               load_avg=os.getloadavg()[0], date=time.strftime("%Y-%m-%d"))
-    return row
 
 
 # --- stores ------------------------------------------------------------------------------------------

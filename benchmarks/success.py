@@ -56,6 +56,15 @@ def machine() -> str:
     return desc
 
 
+def stamp(row: dict, t0: float) -> dict:
+    """Record how a benchmark row was made: the command line, machine, wall time since t0, load, date."""
+    script = Path(sys.argv[0]).name
+    row.update(command=f"python benchmarks/{script} " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+               machine=machine(), wall_s=round(time.perf_counter() - t0, 1),
+               load_avg=round(os.getloadavg()[0], 2), date=time.strftime("%Y-%m-%d"))
+    return row
+
+
 def ensure_store(task: str, demos: int, image: bool, workers: int, scratch: Path) -> Path:
     from robolearn.sim.collect import CollectConfig, collect
 
