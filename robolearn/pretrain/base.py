@@ -113,6 +113,7 @@ class Pretrainer(nn.Module):
     method: str = ""
     needs_images: bool = True  # the store must have at least one camera among obs_keys
     needs_actions: bool = False  # the store must have the action key
+    min_episodes: int = 1  # demos the method compares across (EIL votes, OOD-IL scores demo against demo)
 
     def __init__(self, config: PretrainConfig, stats: dict[str, dict]):
         super().__init__()
@@ -134,7 +135,11 @@ class Pretrainer(nn.Module):
     # --- the protocol -------------------------------------------------------------------
     @classmethod
     def check_store(cls, store, config: PretrainConfig) -> None:
-        """Method-specific checks on the opened training store (UserError), before anything is written."""
+        """Checks on the opened training store (UserError), before anything is written: enough demos;
+        a method with more to check extends it (calling this first)."""
+        if store.n_episodes < cls.min_episodes:
+            raise UserError(f"{store.path}: {cls.method} needs at least {cls.min_episodes} episodes, "
+                            f"the store has {store.n_episodes}")
 
     @property
     def window(self) -> tuple[int, int, int]:

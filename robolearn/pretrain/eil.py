@@ -239,8 +239,7 @@ class EIL(Pretrainer):
     @torch.no_grad()
     def label_episodes(self, store: EpisodeStore) -> tuple[np.ndarray, np.ndarray]:
         """-> keep (n_steps,) uint8, score (n_steps,) float32 over every episode of the store."""
-        if store.n_episodes < 2:
-            raise UserError(f"{store.path}: eil needs at least 2 demos to vote with, the store has {store.n_episodes}")
+        self.check_store(store, self.config)  # two demos at least: nothing to vote with otherwise
         was_training = self.training
         self.eval()
         scores = self.vote(self.episode_embeddings(store))

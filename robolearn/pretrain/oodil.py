@@ -199,6 +199,7 @@ class OODIL(Pretrainer):
     config_class = OODILConfig
     needs_images = False
     needs_actions = True
+    min_episodes = 2  # transferability compares demos; one has nothing to compare with
     use_modes = True  # the feasibility baseline: one pool
 
     def __init__(self, config: OODILConfig, stats: dict[str, dict]):
@@ -215,8 +216,7 @@ class OODIL(Pretrainer):
     @classmethod
     def check_store(cls, store: EpisodeStore, config: OODILConfig) -> None:
         """Before anything is written: two demos at least, and a simulator for the imitator."""
-        if store.n_episodes < 2:
-            raise UserError(f"{store.path}: {cls.method} needs at least 2 demos to compare, the store has {store.n_episodes}")
+        super().check_store(store, config)
         imitator_env(config.task or str(config.env.get("task", "") or store.attrs.get("task", "")))
 
     @property

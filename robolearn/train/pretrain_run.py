@@ -74,8 +74,6 @@ def open_pretrain_data(run: PretrainRunConfig):
     store = EpisodeStore.open(run.dataset, mode="r")
     if store.n_episodes == 0:
         raise UserError(f"{run.dataset}: the store has no episodes")
-    if store.n_episodes < getattr(cls, "min_episodes", 1):  # e.g. EIL votes across demos
-        raise UserError(f"{run.dataset}: {run.method} needs at least {cls.min_episodes} episodes, the store has {store.n_episodes}")
     for key in cfg.obs_keys:
         if key not in store.keys:
             raise UserError(f"{run.dataset}: no data key {key!r} named in pretrain.obs_keys (store has {', '.join(store.keys)})")

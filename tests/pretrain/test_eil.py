@@ -182,7 +182,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     with pytest.raises(UserError, match="eil needs at least 2 episodes"):
         pretrain(run)
     assert not (tmp_path / "run1").exists()
-    with pytest.raises(UserError, match="at least 2 demos"):
+    with pytest.raises(UserError, match="eil needs at least 2 episodes"):
         _pretrainer(EpisodeStore.open(one)).finish(tmp_path / "run1", one)
     assert "eil_keep" not in EpisodeStore.open(one).keys and not (tmp_path / "run1").exists()
 

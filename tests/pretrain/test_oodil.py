@@ -145,7 +145,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, tiny_recipe, to_tom
 
     one = make_mode_store(tmp_path / "one.zarr", n_episodes=1)
     EpisodeStore.open(one, mode="a").update_attrs(task="lift")
-    attempt(one, "needs at least 2 demos")
+    attempt(one, "needs at least 2 episodes")
     nosim = make_mode_store(tmp_path / "nosim.zarr", n_episodes=4)  # task "toy": no simulator
     attempt(nosim, "the imitator needs a simulator")
     attempt(nosim, "no data key 'proprio'", obs_keys=["proprio"])
