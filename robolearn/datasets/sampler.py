@@ -64,7 +64,7 @@ class WindowDataset:
         """``obs_future`` > 0 appends that many future observation steps (pretraining objectives that
         predict o_{t+1..t+Tf}); ``obs_is_pad`` then flags the steps repeated past the episode end.
         ``future_keys`` with ``future_steps`` = k adds ``future`` {key: frame t+k} (the episode's last
-        frame past its end) and ``future_is_pad``: what a head predicts ahead (MDT's foresight)."""
+        frame past its end): what a head predicts ahead (MDT's foresight)."""
         if obs_horizon < 1 or action_horizon < 1 or obs_future < 0:
             raise UserError(f"obs_horizon and action_horizon must be >= 1 and obs_future >= 0, "
                             f"got {obs_horizon}, {action_horizon}, {obs_future}")
@@ -216,13 +216,13 @@ class WindowDataset:
         zarr's per-call overhead (~0.4 ms) is far larger than decoding an 84x84 frame (~0.03 ms),
         so the frames of every window in the batch are fetched together.
         """
+        obs_lazy = [k for k in self.obs_keys if k not in self._ram]
+        future_lazy = [k for k in self.future_keys if k not in self._ram]
+        obs_rows = [self._window_indices(i)[0] for i in indices] if obs_lazy else []
+        future_rows = [np.array([self._future_index(i) for i in indices])] if future_lazy else []
         frames: dict[str, dict[int, np.ndarray]] = {}
-        for key in dict.fromkeys([*self.obs_keys, *self.future_keys]):
-            if key in self._ram:
-                continue
-            rows = [self._window_indices(i)[0] for i in indices] if key in self.obs_keys else []
-            rows += [[self._future_index(i)] for i in indices] if key in self.future_keys else []
-            needed = np.unique(np.concatenate(rows))
+        for key in dict.fromkeys([*obs_lazy, *future_lazy]):
+            needed = np.unique(np.concatenate((obs_rows if key in obs_lazy else []) + (future_rows if key in future_lazy else [])))
             frames[key] = dict(zip(needed.tolist(), self.store.array(key).oindex[needed]))
         return [self._window(i, frames) for i in indices]
 
@@ -264,7 +264,6 @@ class WindowDataset:
         if self.future_keys:
             j = self._future_index(i)
             item["future"] = {k: frames[k][j] if k in frames else self._rows(k, np.array([j]))[0] for k in self.future_keys}
-            item["future_is_pad"] = np.bool_(g + self.future_steps > j)
         if self.obs_future:  # True where a step past the episode end repeats the last frame
             item["obs_is_pad"] = np.arange(g - self.obs_horizon + 1, g + self.obs_future + 1) > obs_idx
         return item

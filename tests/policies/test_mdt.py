@@ -202,3 +202,26 @@ def test_real_time_chunking_keeps_the_committed_prefix_exactly():
     prefix = torch.tensor([[[0.3, -0.2], [0.25, -0.1]]])
     chunk = policy.predict_action_chunk(obs, Goal(instruction=INSTRUCTIONS[0]), prefix=prefix, prefix_len=2)
     assert torch.allclose(chunk[:, :2], prefix, atol=1e-5) and chunk.shape == (1, 4, 2)
+
+
+def test_sampler_gives_the_frame_future_steps_ahead_clipped_to_the_episode(tmp_path):
+    """MGF's target: the frame k steps ahead (the episode's last past its end), the same through the
+    batched reads the DataLoader uses and one window at a time."""
+    from robolearn.datasets.sampler import WindowDataset
+
+    store = EpisodeStore.create(str(tmp_path / "f.zarr"), attrs={"task": "toy"})
+    for length in (5, 7):
+        frames = np.zeros((length, 8, 8, 3), np.uint8)
+        frames[:, 0, 0, 0] = np.arange(length) + 10 * length  # each frame tagged with its step
+        store.append_episode({"state": np.zeros((length, 2), np.float32), "cam_image": frames,
+                              "action": np.zeros((length, 2), np.float32)})
+    ds = WindowDataset(str(tmp_path / "f.zarr"), obs_keys=["state"], obs_horizon=1, action_horizon=2,
+                       future_keys=["cam_image"], future_steps=3)
+    batched = ds.__getitems__(list(range(len(ds))))
+    for i, item in enumerate(batched):
+        length = 5 if i < 5 else 7
+        t = i if i < 5 else i - 5
+        assert item["future"]["cam_image"][0, 0, 0] == min(t + 3, length - 1) + 10 * length
+        assert np.array_equal(ds[i]["future"]["cam_image"], item["future"]["cam_image"])
+    with pytest.raises(UserError, match="future_steps: expected >= 1"):
+        WindowDataset(str(tmp_path / "f.zarr"), obs_keys=["state"], future_keys=["cam_image"], future_steps=0)
