@@ -370,8 +370,5 @@ class MDTPolicy(Policy):
 
 def _rows_of(batch: dict, idx: torch.Tensor) -> dict:
     """The per-sample loss inputs (padding, weights) repeated for the encoder rows ``idx``."""
-    out = {}
-    for k in ("action_is_pad", "step_weight", "weight"):
-        if k in batch:
-            out[k] = torch.as_tensor(batch[k])[idx.to(torch.as_tensor(batch[k]).device)]
-    return out
+    tensors = {k: torch.as_tensor(batch[k]) for k in ("action_is_pad", "step_weight", "weight") if k in batch}
+    return {k: t[idx.to(t.device)] for k, t in tensors.items()}

@@ -183,7 +183,8 @@ class RobolearnEnv(gym.Env):
         if hasattr(self.rs, "instruction"):
             self.instruction = self.rs.instruction
         # a multitask scene's goal kind this episode (multi_cube: lift / stack / reach), for per-kind success
-        self.goal_kind = str(getattr(self.rs, "goal", {}).get("kind", "")) if isinstance(getattr(self.rs, "goal", None), dict) else ""
+        goal = getattr(self.rs, "goal", None)
+        self.goal_kind = str(goal.get("kind", "")) if isinstance(goal, dict) else ""
         self.t = 0
         return self._obs(), {"success": bool(self.rs._check_success()), "instruction": self.instruction}
 
