@@ -1,7 +1,8 @@
-"""`robolearn data <info|validate|import|stats|view>`: look after episode stores.
+"""`robolearn data <info|validate|repair|import|stats|view>`: look after episode stores.
 
     robolearn data info STORE [--json]             what is in a store (keys, shapes, chunking, stats, meta)
-    robolearn data validate STORE                  every problem, one line each; exit 1 if any
+    robolearn data validate STORE [--quick]        every problem, one line each; exit 1 if any
+    robolearn data repair STORE --out NEW          a new store of the episodes whose chunks all verify
     robolearn data import SRC DST [--format F]     diffusion_policy zarr / robomimic HDF5 -> store
     robolearn data stats STORE [--json]            recompute and save per-key statistics
     robolearn data view STORE --episode N --out ep.mp4 [--plot ep.png]
@@ -38,9 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=run_info)
 
-    q = sub.add_parser("validate", help="check a store", description="Print one line per problem; exit 1 if any.")
+    q = sub.add_parser("validate", help="check a store", description="Read and decode every chunk of every array; print "
+                       "one line per problem (array, chunk, episodes); exit 1 if any.")
     q.add_argument("store", help="store path")
+    q.add_argument("--quick", action="store_true", help="structure only: metadata, shapes, episode ends, chunk files, "
+                   "shard indexes (no decoding)")
     q.set_defaults(func=run_validate)
+
+    q = sub.add_parser("repair", help="copy the intact episodes of a damaged store",
+                       description="Write a new store with every episode whose chunks all verify, listing what was "
+                       "dropped; the damaged store is never modified.")
+    q.add_argument("store", help="the damaged store (read only)")
+    q.add_argument("--out", required=True, help="the new store (must not exist)")
+    q.add_argument("--drop-key", action="append", default=[], metavar="KEY",
+                   help="leave out this data key (or meta/episodes/FIELD) instead of the episodes its damage touches; "
+                   "repeatable")
+    q.set_defaults(func=run_repair)
 
     q = sub.add_parser("import", help="import a peer dataset", description="Import a diffusion_policy zarr or robomimic HDF5.")
     q.add_argument("src", help="source dataset (zarr directory/.zip or .hdf5 file)")
@@ -189,17 +203,28 @@ def run_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- validate / stats / import
 def run_validate(args: argparse.Namespace) -> int:
-    from robolearn.datasets.validate import validate_store
+    from robolearn.datasets.validate import scan
 
-    problems = validate_store(args.store)
-    for problem in problems:
+    report = scan(args.store, quick=args.quick)
+    for problem in report.problems:
         print(f"{args.store}: {problem}")
-    if problems:
+    for note in report.notes:
+        print(f"{args.store}: note: {note}")
+    if report.problems:
         return 1
     from robolearn.datasets.store import EpisodeStore
 
+    how = "structure checked" if args.quick else "every chunk decoded"
     with EpisodeStore.open(args.store) as store:
-        print(f"{args.store}: ok ({store.n_episodes} episodes, {store.n_steps} steps, {len(store.keys)} keys)")
+        print(f"{args.store}: ok ({store.n_episodes} episodes, {store.n_steps} steps, {len(store.keys)} keys; {how})")
+    return 0
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    from robolearn.datasets.repair import repair_store
+
+    for line in repair_store(args.store, args.out, drop_keys=args.drop_key):
+        print(line)
     return 0
 
 

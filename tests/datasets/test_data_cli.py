@@ -105,7 +105,7 @@ def test_import_cli_round_trip_then_validate(tmp_path, capsys, datagen):
     assert main(["data", "import", str(src), str(dst)]) == 0  # format guessed from .hdf5
     assert "imported 4 episodes" in capsys.readouterr().out
     assert main(["data", "validate", str(dst)]) == 0
-    assert capsys.readouterr().out.strip() == f"{dst}: ok (4 episodes, {sum(len(d['actions']) for d in demos.values())} steps, 6 keys)"
+    assert capsys.readouterr().out.strip() == f"{dst}: ok (4 episodes, {sum(len(d['actions']) for d in demos.values())} steps, 6 keys; every chunk decoded)"
     assert main(["data", "import", str(src), str(dst)]) == 1  # refuses to overwrite
     assert "already exists" in _one_line(capsys)
 
