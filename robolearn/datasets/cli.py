@@ -120,11 +120,12 @@ def store_info(store) -> dict[str, Any]:
             "bytes_stored": int(arr.nbytes_stored()),
         }
     meta = {f: str(store.meta_column(f).dtype) for f in store.meta_fields}
-    attrs = {k: v for k, v in store.attrs.items() if k != "stats"}
+    attrs = {k: v for k, v in store.attrs.items() if k not in ("stats", "image_codecs", "image_codec_default", "frames_per_shard")}
     return {
         "path": store.path,
         "format": attrs.pop("format", None),
         "format_version": attrs.pop("format_version", None),
+        "layout": {k: store.attrs[k] for k in ("image_codecs", "frames_per_shard") if k in store.attrs},
         "n_episodes": store.n_episodes,
         "n_steps": store.n_steps,
         "episode_length": {

@@ -16,8 +16,23 @@ left beyond that point. zarr's local store replaces each chunk file atomically
 (write to a temp file, then rename), so rewriting the chunk that holds the tail of
 a committed episode cannot corrupt it, even under SIGKILL.
 
-Images (uint8, ndim 4: T, H, W, C) are chunked one frame per chunk; low-dim arrays
-in runs of time steps. Everything is Blosc/zstd compressed.
+Format 2 (this version). Every array ends its codec chain with a crc32c checksum of each
+chunk and is written with `write_empty_chunks`, so every chunk of committed data exists as a
+file: a missing or damaged chunk is detected (`StoreDamaged`), never read as zeros. Images
+(uint8, ndim 4: T, H, W, C) are zarr v3 sharded arrays: one frame per inner chunk (compressed
+with the key's camera codec, `attrs["image_codecs"]`, then checksummed), `frames_per_shard`
+frames per shard file, whose index (offset and length of every frame, itself checksummed)
+sits at the end of the file. `read_frames` reads a batch of frames straight from the shard
+files (byte ranges, checksum, decode) without zarr's per-chunk machinery. Low-dim arrays
+are chunked in runs of time steps (~1 MiB), Blosc/zstd compressed.
+
+Appends rewrite the tail shard of each camera; zarr's local store writes it to a temp
+file and renames it, so the committed frames it already held survive a crash (the
+temp `*.partial` file is removed when the store is next opened for appending).
+
+Format 1 (stores written before checksums): one frame per chunk, no checksums, no
+sharding. Such stores still open, read and append in their own layout; `robolearn data
+rechunk` rewrites one into format 2.
 """
 
 from __future__ import annotations
@@ -33,20 +48,56 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from robolearn.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "robolearn.episodes"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FRAMES_PER_SHARD = 64  # frames per image shard file (measured in benchmarks/loader.py)
+LAYOUT_ATTRS = ("format", "format_version", "image_codecs", "image_codec_default", "frames_per_shard", "stats")
 LOWDIM_CHUNK_BYTES = 1 << 20  # aim for ~1 MiB chunks of low-dim data
 MAX_LOWDIM_CHUNK_STEPS = 4096
 
 # zarr warns that its variable-length string dtype is not in the v3 spec yet; we rely on it knowingly.
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
 warnings.filterwarnings("ignore", category=UserWarning, module="zarr.codecs.vlen_utf8")
+
+
+class StoreDamaged(UserError):
+    """A chunk of committed data is missing or fails its checksum."""
+
+
+def _lowdim_codecs() -> list:
+    return [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"), Crc32cCodec()]
+
+
+def _checked(**kw) -> dict[str, Any]:
+    """create_array kwargs of a format-2 array: the given codecs (+ crc32c last), every chunk written."""
+    kw.setdefault("compressors", _lowdim_codecs())
+    return {**kw, "config": {"write_empty_chunks": True}}
+
+
+def image_codec_spec(text: str | None, where: str = "image_codecs") -> str:
+    """The canonical camera-codec spec string ("blosc", "webp:90", ...); None = the default."""
+    try:
+        from robolearn.datasets import codecs
+    except ImportError:  # codecs.py not there yet: only the built-in lossless chain
+        if text in (None, "blosc"):
+            return "blosc"
+        raise UserError(f"{where}: unknown image codec {text!r} (expected 'blosc')") from None
+    return str(codecs.parse_image_codec(codecs.DEFAULT_IMAGE_CODEC if text is None else text, where))
+
+
+def _image_chunk_codecs(spec: str) -> dict[str, Any]:
+    """serializer/compressors of one frame (inner chunk) for camera codec `spec`, crc32c last."""
+    try:
+        from robolearn.datasets import codecs
+    except ImportError:
+        return {"compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]}
+    return dict(codecs.image_chunk_codecs(codecs.parse_image_codec(spec)))
 
 
 def is_image_array(arr: np.ndarray | zarr.Array) -> bool:
@@ -136,20 +187,38 @@ class EpisodeStore:
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(
-        cls, path: str | os.PathLike, overwrite: bool = False, attrs: Mapping[str, Any] | None = None
+        cls,
+        path: str | os.PathLike,
+        overwrite: bool = False,
+        attrs: Mapping[str, Any] | None = None,
+        image_codecs: str | Mapping[str, str] | None = None,
+        frames_per_shard: int | None = None,
     ) -> "EpisodeStore":
-        """A new, empty store at `path` (a directory or an fsspec URL)."""
+        """A new, empty store at `path` (a directory or an fsspec URL).
+
+        `image_codecs`: the camera codec of every image key ("blosc", "webp:90", ...) or a
+        {key: spec} map (keys not named get the "*" entry or codecs.DEFAULT_IMAGE_CODEC); recorded
+        in `attrs["image_codecs"]` as each camera array is created. `frames_per_shard`: frames
+        per image shard file (default FRAMES_PER_SHARD)."""
         path = str(path)
         if _is_zip(path):
             raise UserError(f"{path}: zip stores are read-only archives; create a directory store, then `export_zip`")
         if store_exists(path) and not overwrite:
             raise UserError(f"{path}: already exists (pass overwrite=True to replace it)")
+        per_key = dict(image_codecs) if isinstance(image_codecs, Mapping) else {}
+        default = image_codec_spec(per_key.pop("*", None) if isinstance(image_codecs, Mapping) else image_codecs)
+        per_key = {k: image_codec_spec(v, f"image_codecs[{k!r}]") for k, v in per_key.items()}
+        shard = FRAMES_PER_SHARD if frames_per_shard is None else int(frames_per_shard)
+        if shard < 1:
+            raise UserError(f"frames_per_shard: expected an integer >= 1, got {frames_per_shard!r}")
         group = zarr.open_group(_open_zarr_store(path, read_only=False), mode="w")
         group.create_group("data")
         group.create_group("meta")
         group.create_group("meta/episodes")
-        group.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype=np.int64, fill_value=0)
-        group.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "stats": {}, **(attrs or {})})
+        group.create_array("meta/episode_ends", **_checked(shape=(0,), chunks=(4096,), dtype=np.int64, fill_value=0))
+        user = {k: v for k, v in (attrs or {}).items() if k not in LAYOUT_ATTRS}  # a copy's source says nothing here
+        group.attrs.update({"stats": {}, **user, "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                            "image_codecs": per_key, "image_codec_default": default, "frames_per_shard": shard})
         return cls(group, path, "a")
 
     @classmethod
@@ -190,10 +259,11 @@ class EpisodeStore:
     def refresh(self) -> None:
         """Re-read the commit record (call to see episodes another process appended)."""
         data = self._root["data"]
-        self._arrays = {name: arr for name, arr in data.arrays()}
-        # a diffusion_policy store has no per-episode metadata group: that is simply no metadata
-        meta = self._root.get("meta/episodes")
-        self._meta = {name: arr for name, arr in meta.arrays()} if meta is not None else {}
+        with zarr.config.set({"array.write_empty_chunks": self.format_version >= 2}):
+            self._arrays = {name: arr for name, arr in data.arrays()}
+            # a diffusion_policy store has no per-episode metadata group: that is simply no metadata
+            meta = self._root.get("meta/episodes")
+            self._meta = {name: arr for name, arr in meta.arrays()} if meta is not None else {}
         self.episode_ends = self._valid_ends(np.asarray(self._root["meta/episode_ends"][:], dtype=np.int64))
 
     def _valid_ends(self, ends: np.ndarray) -> np.ndarray:
@@ -208,6 +278,12 @@ class EpisodeStore:
             n += 1
         n = min([n] + [arr.shape[0] for arr in self._meta.values()])
         return ends[:n].copy()
+
+    @property
+    def format_version(self) -> int:
+        """2 for checksummed, sharded stores; 1 for stores written before (and peer imports)."""
+        version = self._root.attrs.get("format_version", 1)
+        return version if isinstance(version, int) else 1
 
     @property
     def n_episodes(self) -> int:
@@ -286,23 +362,37 @@ class EpisodeStore:
         if self.mode != "a":
             raise UserError(f"{self.path}: opened read-only")
 
+    def _kw(self, **kw) -> dict[str, Any]:
+        """create_array kwargs in this store's format (format 2: crc32c last, every chunk written)."""
+        return _checked(**kw) if self.format_version >= 2 else kw
+
     def update_attrs(self, **kwargs: Any) -> None:
         self._require_writable()
         self._root.attrs.update(kwargs)
 
     def _create_data_array(self, key: str, value: np.ndarray) -> zarr.Array:
         shape = (0,) + value.shape[1:]
-        if is_image_array(value):
-            chunks = (1,) + value.shape[1:]
-            codec = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
-        else:
-            row_bytes = max(1, int(np.prod(value.shape[1:], dtype=np.int64)) * value.dtype.itemsize)
-            steps = int(np.clip(LOWDIM_CHUNK_BYTES // row_bytes, 1, MAX_LOWDIM_CHUNK_STEPS))
-            chunks = (steps,) + value.shape[1:]
-            codec = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
-        return self._root.create_array(
-            f"data/{key}", shape=shape, chunks=chunks, dtype=value.dtype, compressors=codec, fill_value=0
-        )
+        row_bytes = max(1, int(np.prod(value.shape[1:], dtype=np.int64)) * value.dtype.itemsize)
+        steps = int(np.clip(LOWDIM_CHUNK_BYTES // row_bytes, 1, MAX_LOWDIM_CHUNK_STEPS))
+        if self.format_version < 2:  # a format-1 store keeps its layout: no checksums, one frame per chunk
+            image = is_image_array(value)
+            codec = BloscCodec(cname="zstd", clevel=3 if image else 5, shuffle="bitshuffle" if image else "shuffle")
+            return self._root.create_array(f"data/{key}", shape=shape, chunks=((1 if image else steps),) + value.shape[1:],
+                                           dtype=value.dtype, compressors=codec, fill_value=0)
+        if not is_image_array(value):
+            return self._root.create_array(f"data/{key}", **_checked(shape=shape, chunks=(steps,) + value.shape[1:],
+                                                                       dtype=value.dtype, fill_value=0))
+        attrs = self._root.attrs
+        codecs_by_key = dict(attrs.get("image_codecs", {}) or {})
+        spec = codecs_by_key.get(key) or attrs.get("image_codec_default") or image_codec_spec(None)
+        frames = int(attrs.get("frames_per_shard", FRAMES_PER_SHARD))
+        arr = self._root.create_array(
+            f"data/{key}", **_checked(shape=shape, chunks=(1,) + value.shape[1:], shards=(frames,) + value.shape[1:],
+                                      dtype=value.dtype, fill_value=0, attributes={"image_codec": spec},
+                                      **_image_chunk_codecs(spec)))
+        if codecs_by_key.get(key) != spec:
+            attrs["image_codecs"] = {**codecs_by_key, key: spec}
+        return arr
 
     def _check_episode(self, data: Mapping[str, np.ndarray]) -> int:
         if not data:
@@ -350,7 +440,7 @@ class EpisodeStore:
             if arr is None:
                 dtype = _meta_dtype(value)
                 arr = self._root.create_array(
-                    f"meta/episodes/{field}", shape=(0,), chunks=(4096,), dtype=dtype, fill_value=_meta_fill(value)
+                    f"meta/episodes/{field}", **self._kw(shape=(0,), chunks=(4096,), dtype=dtype, fill_value=_meta_fill(value))
                 )
                 if n:
                     arr.resize((n,))
@@ -399,9 +489,9 @@ class EpisodeStore:
             if arr is not None and (arr.shape, arr.dtype, arr.chunks) == (value.shape, value.dtype, value.shape):
                 arr[:] = value  # one chunk file, replaced atomically
             else:
-                tmp = self._root.create_array(f".labels_tmp/{key}", shape=value.shape, chunks=value.shape, dtype=value.dtype,
-                                              compressors=BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
-                                              fill_value=0, overwrite=True)
+                tmp = self._root.create_array(f".labels_tmp/{key}", **self._kw(
+                    shape=value.shape, chunks=value.shape, dtype=value.dtype, fill_value=0, overwrite=True,
+                    compressors=_lowdim_codecs() if self.format_version >= 2 else BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")))
                 tmp[:] = value
                 self._move_into_data(key)
             if self._has_stats(value):
@@ -436,8 +526,8 @@ class EpisodeStore:
         if local_tmp is not None:
             shutil.rmtree(local_tmp, ignore_errors=True)  # left over by an interrupted call
         for name, value in checked.items():
-            tmp = self._root.create_array(f".meta_tmp/{name}", shape=(n,), chunks=(4096,), dtype=value.dtype,
-                                          fill_value=_meta_fill(_to_python(value[0])), overwrite=True)
+            tmp = self._root.create_array(f".meta_tmp/{name}", **self._kw(
+                shape=(n,), chunks=(4096,), dtype=value.dtype, fill_value=_meta_fill(_to_python(value[0])), overwrite=True))
             tmp[:] = value
         for name in checked:
             if _is_url(self.path):
@@ -578,10 +668,24 @@ class EpisodeStore:
             os.replace(tmp_zip, dst)
 
 
+def layout_of(store: EpisodeStore) -> dict[str, Any]:
+    """`create` kwargs that give a new store `store`'s camera codecs and shard size (defaults for a format-1 store)."""
+    attrs = store.attrs
+    if store.format_version < 2:
+        return {}
+    codecs_by_key = dict(attrs.get("image_codecs", {}) or {})
+    for key in store.keys:  # the codec each camera array records itself wins
+        spec = store.array(key).attrs.get("image_codec")
+        if spec:
+            codecs_by_key[key] = spec
+    if attrs.get("image_codec_default"):
+        codecs_by_key = {**{k: attrs["image_codec_default"] for k in store.keys if is_image_array(store.array(k))}, **codecs_by_key}
+    return {"image_codecs": codecs_by_key, "frames_per_shard": attrs.get("frames_per_shard")}
+
+
 def copy_episodes(src: EpisodeStore, dst: str | os.PathLike) -> EpisodeStore:
-    """A new store at `dst` holding `src`'s committed episodes, metadata and attrs."""
-    attrs = {k: v for k, v in src.attrs.items() if k not in ("stats",)}
-    out = EpisodeStore.create(dst, attrs=attrs)
+    """A new (format 2) store at `dst` holding `src`'s committed episodes, metadata and attrs, same camera codecs."""
+    out = EpisodeStore.create(dst, attrs=src.attrs, **layout_of(src))
     for i in range(src.n_episodes):
         out.append_episode(src.get_episode(i), src.episode_meta(i))
     return out
@@ -598,10 +702,13 @@ class AtomicStoreWriter:
     failure (the best an object store offers); a `.zip` destination is exported at the end.
     """
 
-    def __init__(self, dst: str | os.PathLike, attrs: Mapping[str, Any] | None = None, overwrite: bool = False):
+    def __init__(self, dst: str | os.PathLike, attrs: Mapping[str, Any] | None = None, overwrite: bool = False,
+                 **create_kw: Any):
+        """`create_kw`: `EpisodeStore.create`'s layout options (image_codecs, frames_per_shard)."""
         self.dst = str(dst)
         self.attrs = dict(attrs or {})
         self.overwrite = overwrite
+        self.create_kw = create_kw
         self._tmpdir: str | None = None
         self.store: EpisodeStore | None = None
 
@@ -609,13 +716,13 @@ class AtomicStoreWriter:
         if store_exists(self.dst) and not self.overwrite:
             raise UserError(f"{self.dst}: already exists; refusing to overwrite")
         if _is_url(self.dst):
-            self.store = EpisodeStore.create(self.dst, overwrite=self.overwrite, attrs=self.attrs)
+            self.store = EpisodeStore.create(self.dst, overwrite=self.overwrite, attrs=self.attrs, **self.create_kw)
         else:
             parent = Path(self.dst).resolve().parent
             if not parent.is_dir():
                 raise UserError(f"{self.dst}: parent directory {parent} does not exist")
             self._tmpdir = tempfile.mkdtemp(prefix=".robolearn-tmp-", dir=parent)
-            self.store = EpisodeStore.create(Path(self._tmpdir) / "store.zarr", attrs=self.attrs)
+            self.store = EpisodeStore.create(Path(self._tmpdir) / "store.zarr", attrs=self.attrs, **self.create_kw)
         return self.store
 
     def __exit__(self, exc_type, exc, tb) -> None:
