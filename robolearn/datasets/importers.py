@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from robolearn.datasets.store import AtomicStoreWriter, _is_url, _to_python, store_exists
-from robolearn.datasets.validate import check_group, open_raw_group, read_episode_ends, validate_store
+from robolearn.datasets.validate import _reason as read_failure_reason
+from robolearn.datasets.validate import open_raw_group, read_episode_ends, scan, validate_store
 from robolearn.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -128,15 +129,23 @@ def _dp_meta_columns(group, n_episodes: int) -> dict[str, np.ndarray]:
     return columns
 
 
-def _dp_episodes(group, ends: np.ndarray, columns: dict[str, np.ndarray]) -> Iterator[tuple[str, Episode]]:
+def _dp_episodes(src, group, ends: np.ndarray, columns: dict[str, np.ndarray]) -> Iterator[tuple[str, Episode]]:
     arrays = dict(sorted(group["data"].arrays()))
-    in_ram = {
-        k: arr[:] for k, arr in arrays.items() if int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize <= IN_RAM_BYTES
-    }
+
+    def read(k: str, rows: slice, what: str) -> np.ndarray:
+        try:
+            return arrays[k][rows]
+        except Exception as exc:  # a chunk the open-time check did not decode (cameras: only first and last frame)
+            raise UserError(f"{src}: data/{k}: {what}: {read_failure_reason(exc)}; expected intact chunks "
+                            f"(`robolearn data validate {src}` lists every damaged chunk)") from exc
+
+    small = [k for k, arr in arrays.items() if int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize <= IN_RAM_BYTES]
+    in_ram = {k: read(k, slice(None), "reading the array") for k in small}
     start = 0
     for i, end in enumerate(ends):
         end = int(end)
-        data = {k: (in_ram[k][start:end] if k in in_ram else arr[start:end]) for k, arr in arrays.items()}
+        data = {k: (in_ram[k][start:end] if k in in_ram else read(k, slice(start, end), f"steps {start}-{end - 1} (episode {i})"))
+                for k in arrays}
         meta = {name: _to_python(col[i]) for name, col in columns.items()}
         yield f"episode {i}", (data, meta)
         start = end
@@ -146,18 +155,18 @@ def import_diffusion_policy(
     src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False, progress: bool = False
 ) -> str:
     """Import a diffusion_policy ReplayBuffer zarr store (v2 or v3, directory or .zip) into `dst`."""
-    group = open_raw_group(src)
-    problems = check_group(group, robolearn=False, values=True, stats=False)
+    problems = [str(p) for p in scan(src, robolearn=False, stats=False, all_frames=False).problems]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(f"{src}: {problems[0]}{more}")
+    group = open_raw_group(src)
     ends, _ = read_episode_ends(group)
     if not len(ends):
         raise UserError(f"{src}: meta/episode_ends: empty; expected at least one episode to import")
     columns = _dp_meta_columns(group, len(ends))
     attrs = {k: v for k, v in group.attrs.asdict().items() if k not in ("format", "format_version", "stats", "source")}
     attrs["source"] = {"format": "diffusion_policy", "path": _source_path(src)}
-    return _write_store(src, dst, attrs, _dp_episodes(group, ends, columns), len(ends), overwrite, progress)
+    return _write_store(src, dst, attrs, _dp_episodes(src, group, ends, columns), len(ends), overwrite, progress)
 
 
 # ---------------------------------------------------------------------- robomimic

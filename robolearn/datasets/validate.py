@@ -187,7 +187,7 @@ def _arrays_under(zstore, prefix: str, report: Report, blocks: bool) -> dict[str
 def _inventory(path: str, robolearn: bool) -> tuple[Report, Any]:
     """The report's arrays, attrs and inventory problems; raises UserError if `path` is no zarr store at all."""
     if not store_exists(path):
-        raise UserError(f"{path}: no such file or directory (expected a zarr episode store)")
+        raise UserError(f"{path}: no such store (no such file or directory; expected a zarr episode store)")
     try:
         zstore = _open_zarr_store(path, read_only=True)
     except UserError:
@@ -460,6 +460,15 @@ def scan_chunks(zstore, arr: zarr.Array, where: str, key: str, n_rows: int, ends
                         scan.add(start[0], min(start[0] + inner[0], n_rows), f"{label} inner chunk {int(j)}",
                                  "missing from the shard; expected every chunk to be written (not zeros)")
         if not decode or (wanted is not None and not any(lo <= r < hi for r in wanted)):
+            continue
+        if wanted is not None and sharding is not None:  # only the frames asked for
+            for r in sorted(r for r in wanted if lo <= r < hi):
+                a = r - (r - region[0].start) % inner[0]
+                try:
+                    arr[(slice(a, min(a + inner[0], hi)),) + region[1:]]
+                except Exception as exc:
+                    scan.add(a, min(a + inner[0], hi), f"{label} inner chunk {(a - region[0].start) // inner[0]}",
+                             f"{_reason(exc)}; expected an intact chunk")
             continue
         try:
             block = arr[(slice(lo, hi),) + region[1:]]

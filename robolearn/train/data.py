@@ -19,11 +19,13 @@ def open_training_data(run: RunConfig):
     """-> (WindowDataset, store stats). Fills run.policy.{obs_shapes,image_keys,action_dim,env}, run.task."""
     from robolearn.datasets.sampler import WindowDataset
     from robolearn.datasets.store import EpisodeStore, is_image_array
+    from robolearn.datasets.validate import check_before_reading
 
     if not run.dataset:
         raise UserError("dataset: no store given (set `dataset = \"PATH\"` in the recipe or dataset=PATH)")
-    store = EpisodeStore.open(run.dataset, mode="r")
     cfg: PolicyConfig = run.policy
+    check_before_reading(run.dataset, training_keys(run), training_meta_fields(run), command="train")
+    store = EpisodeStore.open(run.dataset, mode="r")
     for key in [*cfg.obs_keys, cfg.action_key, *run.data.mask_keys, *cfg.subgoal_keys, *cfg.future_keys]:
         if key not in store.keys:
             raise UserError(f"{run.dataset}: no data key {key!r} needed by the recipe (store has {', '.join(store.keys)})")
@@ -77,6 +79,21 @@ def open_training_data(run: RunConfig):
         future_steps=cfg.future_steps,
     )
     return dataset, stats
+
+
+def training_keys(run: RunConfig) -> list[str]:
+    """The data keys a training run reads."""
+    cfg, g = run.policy, run.policy.goal
+    goal = [*(g.image_keys if "image" in g.modalities else []), *(g.state_keys if "state" in g.modalities else [])]
+    return [*cfg.obs_keys, cfg.action_key, *run.data.mask_keys, *cfg.subgoal_keys, *cfg.future_keys,
+            *([cfg.subgoal_label] if cfg.subgoal_keys else []), run.data.step_weight_key or "", *(goal if g.enabled else [])]
+
+
+def training_meta_fields(run: RunConfig) -> list[str]:
+    """The episode meta fields a training run reads."""
+    g = run.policy.goal
+    language = [g.instruction_field] if g.enabled and "language" in g.modalities else []
+    return [*run.data.meta_fields, *([run.data.weights] if run.data.weights else []), *language]
 
 
 def fill_goal_shapes(cfg: PolicyConfig, store, where: str) -> None:

@@ -66,11 +66,13 @@ def open_pretrain_data(run: PretrainRunConfig):
     """Check the store against the recipe; fill run.pretrain.{image_keys, obs_shapes, action_dim, env}
     and run.task. -> (store, normaliser stats for the pretrainer)."""
     from robolearn.datasets.store import EpisodeStore, is_image_array
+    from robolearn.datasets.validate import check_before_reading
     from robolearn.nn.normalizer import select_stats
 
     cfg, cls = run.pretrain, pretrainer_class(run.method)
     if not run.dataset:
         raise UserError('dataset: no store given (set `dataset = "PATH"` in the recipe or dataset=PATH)')
+    check_before_reading(run.dataset, [*cfg.obs_keys, cfg.action_key], command="pretrain")
     store = EpisodeStore.open(run.dataset, mode="r")
     if store.n_episodes == 0:
         raise UserError(f"{run.dataset}: the store has no episodes")

@@ -157,6 +157,22 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
+    def _next_batch(self, batches) -> dict:
+        """The next batch; a store chunk that fails its checksum (or will not decode) stops the run with one
+        line naming it, the last good checkpoint kept (robolearn.datasets.validate.store_read_failure)."""
+        try:
+            return next(batches)
+        except Exception as exc:
+            from robolearn.datasets.validate import store_read_failure
+
+            last = self.ckpt_root / "last"
+            kept = f"last good checkpoint {last.resolve()} kept" if last.exists() else "no checkpoint written yet"
+            store = getattr(self.dataset, "_path", None) or getattr(getattr(self.dataset, "_store", None), "path", "store")
+            failure = store_read_failure(exc, str(store), self.step + 1, kept)
+            if failure is None:
+                raise
+            raise failure from exc
+
     def train_step(self, batch: dict) -> dict[str, float]:
         self.model.train()
         batch = to_device(batch, self.device)
@@ -196,7 +212,7 @@ class Trainer:
         try:
             batches = iter(self._loader())
             while self.step < end:
-                stats = self.train_step(next(batches))
+                stats = self.train_step(self._next_batch(batches))
                 losses.append(stats["loss"])
                 window.append(stats)
                 if bar is not None:
