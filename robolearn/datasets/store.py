@@ -46,6 +46,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
@@ -98,6 +99,149 @@ def _image_chunk_codecs(spec: str) -> dict[str, Any]:
     except ImportError:
         return {"compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]}
     return dict(codecs.image_chunk_codecs(codecs.parse_image_codec(spec)))
+
+
+def _is_checksum_error(exc: BaseException) -> bool:
+    return "checksum" in str(exc).lower()
+
+
+_NO_CHUNK = 2**64 - 1  # a shard index entry for a chunk that was never written
+
+
+class _ShardFrames:
+    """Frames of one sharded camera array, read straight from its local shard files.
+
+    A shard file holds F frames (one inner chunk each: codec payload + 4-byte crc32c) and ends
+    with its index: F (offset, nbytes) uint64 pairs + the index's own crc32c. Per frame this is
+    one pread, one crc32c and one decode, none of zarr's per-chunk machinery. Shard indexes are
+    cached with an open file descriptor: for good when the shard is full of committed frames
+    (nothing rewrites it then), and keyed on the file's identity (inode, size, mtime) for the
+    tail shard, which every append replaces. At most `max_open` shards are held open."""
+
+    def __init__(self, store: "EpisodeStore", key: str, arr: zarr.Array, spec, max_open: int = 256):
+        from robolearn.datasets import codecs
+
+        self._decode = codecs.decode_chunk
+        self.store, self.key, self.spec = store, key, spec
+        self.frames = int(arr.shards[0])
+        self.frame_shape = tuple(int(x) for x in arr.shape[1:])
+        self.index_bytes = 16 * self.frames + 4
+        self.dir = Path(store.path) / "data" / key
+        self._encode_key = arr.metadata.encode_chunk_key
+        self._cache: dict[int, tuple[tuple, int, list]] = {}  # shard -> (identity, fd, F [offset, nbytes] pairs)
+        self.max_open = max_open
+
+    @classmethod
+    def for_array(cls, store: "EpisodeStore", key: str, arr: zarr.Array) -> "_ShardFrames | None":
+        """A reader if `arr` has exactly the format-2 camera layout, else None (zarr reads it)."""
+        from zarr.codecs import BytesCodec
+        from zarr.codecs.sharding import ShardingCodec, ShardingCodecIndexLocation
+
+        try:
+            from robolearn.datasets import codecs
+        except ImportError:
+            return None
+        chain = arr.metadata.codecs if arr.metadata.zarr_format == 3 else ()
+        if len(chain) != 1 or not isinstance(chain[0], ShardingCodec) or not is_image_array(arr):
+            return None
+        shard = chain[0]
+        inner, index = tuple(shard.codecs), tuple(shard.index_codecs)
+        if (shard.index_location != ShardingCodecIndexLocation.end or tuple(shard.chunk_shape) != (1, *arr.shape[1:])
+                or len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
+                or not inner or not isinstance(inner[-1], Crc32cCodec)):
+            return None
+        if len(inner) == 3 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec):
+            spec = codecs.parse_image_codec(codecs.LOSSLESS)  # Blosc frames carry their own parameters
+        elif len(inner) == 2 and isinstance(inner[0], codecs.ImageCodec):
+            spec = inner[0].spec
+        else:
+            return None
+        return cls(store, key, arr, spec)
+
+    def close(self) -> None:
+        for _, fd, _ in self._cache.values():
+            os.close(fd)
+        self._cache.clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _damaged(self, shard: int, row: int | None, what: str) -> StoreDamaged:
+        ends = self.store.episode_ends
+        if row is None:
+            lo, hi = shard * self.frames, min((shard + 1) * self.frames, self.store.n_steps) - 1
+            eps = sorted({int(np.searchsorted(ends, lo, side="right")), int(np.searchsorted(ends, hi, side="right"))})
+            where = f"steps {lo}-{hi}, episode{'s' if len(eps) > 1 else ''} {'-'.join(map(str, eps))}"
+        else:
+            where = f"frame {row}, episode {int(np.searchsorted(ends, row, side='right'))}"
+        chunk = self._encode_key((shard,) + (0,) * len(self.frame_shape))
+        return StoreDamaged(f"{self.store.path}: data/{self.key} chunk {chunk} ({where}): {what}; "
+                            f"run `robolearn data validate {self.store.path}`")
+
+    def _open(self, shard: int) -> tuple[int, list]:
+        """(fd, index) of shard `shard`, from the cache when the file cannot have changed."""
+        path = self.dir / self._encode_key((shard,) + (0,) * len(self.frame_shape))
+        full = (shard + 1) * self.frames <= self.store.n_steps
+        hit = self._cache.get(shard)
+        if hit is not None:
+            if full:
+                return hit[1], hit[2]
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            if st is not None and (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) == hit[0]:
+                return hit[1], hit[2]
+            os.close(self._cache.pop(shard)[1])
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise self._damaged(shard, None, "shard file missing") from None
+        except OSError as exc:
+            raise self._damaged(shard, None, f"unreadable ({exc.strerror})") from None
+        try:
+            st = os.fstat(fd)
+            if st.st_size < self.index_bytes:
+                raise self._damaged(shard, None, f"shard file truncated ({st.st_size} bytes, its index alone "
+                                                 f"needs {self.index_bytes})")
+            raw = os.pread(fd, self.index_bytes, st.st_size - self.index_bytes)
+            if google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+                raise self._damaged(shard, None, "shard index fails its crc32c checksum")
+            index = np.frombuffer(raw, dtype="<u8", count=2 * self.frames).reshape(self.frames, 2).tolist()
+        except BaseException:
+            os.close(fd)
+            raise
+        if len(self._cache) >= self.max_open:
+            os.close(self._cache.pop(next(iter(self._cache)))[1])
+        self._cache[shard] = ((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), fd, index)
+        return fd, index
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Frames `rows` (sorted, unique, committed) -> (n, H, W, C) uint8."""
+        out = np.empty((len(rows), *self.frame_shape), dtype=np.uint8)
+        shape, spec, decode, crc, pread, frames = (1, *self.frame_shape), self.spec, self._decode, google_crc32c.value, os.pread, self.frames
+        shard, fd, index = -1, -1, []
+        for k, row in enumerate(rows.tolist()):
+            if row // frames != shard:
+                shard = row // frames
+                fd, index = self._open(shard)
+            offset, nbytes = index[row - shard * frames]
+            if offset == _NO_CHUNK:
+                raise self._damaged(shard, row, "frame missing from its shard")
+            payload = pread(fd, nbytes, offset)
+            if len(payload) != nbytes or nbytes < 4:
+                raise self._damaged(shard, row, "frame truncated")
+            body = payload[:-4]
+            if crc(body) != int.from_bytes(payload[-4:], "little"):
+                raise self._damaged(shard, row, "frame fails its crc32c checksum")
+            try:
+                decode(spec, body, shape, out=out[k : k + 1])
+            except Exception as exc:
+                raise self._damaged(shard, row, f"frame does not decode as {spec} ({exc})") from None
+        return out
 
 
 def is_image_array(arr: np.ndarray | zarr.Array) -> bool:
@@ -181,6 +325,7 @@ class EpisodeStore:
         self.mode = mode
         self._arrays: dict[str, zarr.Array] = {}
         self._meta: dict[str, zarr.Array] = {}
+        self._frame_readers: dict[str, _ShardFrames | None] = {}
         self.episode_ends = np.zeros(0, dtype=np.int64)
         self.refresh()
 
@@ -251,6 +396,7 @@ class EpisodeStore:
         self.close()
 
     def close(self) -> None:
+        self._drop_frame_readers()
         store = getattr(self._root, "store", None)
         if store is not None and hasattr(store, "close"):
             store.close()
@@ -258,6 +404,7 @@ class EpisodeStore:
     # ------------------------------------------------------------------ reading
     def refresh(self) -> None:
         """Re-read the commit record (call to see episodes another process appended)."""
+        self._drop_frame_readers()  # arrays may have been replaced (labels, rechunk)
         data = self._root["data"]
         with zarr.config.set({"array.write_empty_chunks": self.format_version >= 2}):
             self._arrays = {name: arr for name, arr in data.arrays()}
@@ -329,11 +476,65 @@ class EpisodeStore:
 
     def get(self, key: str) -> np.ndarray:
         """All committed steps of `key`, loaded into memory."""
-        return self.array(key)[: self.n_steps]
+        return self._zarr_read(key, slice(0, self.n_steps))
 
     def get_episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
         sl = self.episode_slice(i)
-        return {k: self.array(k)[sl] for k in (keys or self.keys)}
+        return {k: self._zarr_read(k, sl) for k in (keys or self.keys)}
+
+    def _zarr_read(self, key: str, sel: slice | np.ndarray) -> np.ndarray:
+        """`key`'s committed rows `sel` through zarr; a failed checksum or a missing chunk is StoreDamaged."""
+        arr = self.array(key)
+        rows = np.arange(self.n_steps)[sel] if isinstance(sel, slice) else sel
+        self._require_chunks(key, arr, rows)
+        try:
+            return arr[sel] if isinstance(sel, slice) else arr.oindex[sel]
+        except (ValueError, RuntimeError) as exc:
+            if not _is_checksum_error(exc) and "decompress" not in str(exc).lower():
+                raise
+            eps = np.unique(np.searchsorted(self.episode_ends, rows, side="right")) if len(rows) else []
+            raise StoreDamaged(f"{self.path}: data/{key} steps {rows.min()}-{rows.max()} (episodes "
+                               f"{', '.join(map(str, eps))}): a chunk {'fails its crc32c checksum' if _is_checksum_error(exc) else 'does not decompress'}; "
+                               f"run `robolearn data validate {self.path}`") from None
+
+    def _require_chunks(self, key: str, arr: zarr.Array, rows: np.ndarray) -> None:
+        """Format 2 writes every chunk, so a missing chunk file under committed rows is damage (zarr
+        would read it as zeros). Checked for local directory stores: one stat per chunk."""
+        if self.format_version < 2 or not len(rows) or _is_url(self.path) or _is_zip(self.path):
+            return
+        step = int((arr.shards or arr.chunks)[0])
+        for c in np.unique(np.asarray(rows) // step).tolist():
+            name = arr.metadata.encode_chunk_key((c,) + (0,) * (arr.ndim - 1))
+            if not os.path.exists(os.path.join(self.path, "data", key, name)):
+                lo, hi = c * step, min((c + 1) * step, self.n_steps) - 1
+                eps = sorted({int(np.searchsorted(self.episode_ends, r, side="right")) for r in (lo, hi)})
+                raise StoreDamaged(f"{self.path}: data/{key} chunk {name} (steps {lo}-{hi}, episodes "
+                                   f"{'-'.join(map(str, eps))}): chunk file missing; run `robolearn data validate {self.path}`")
+
+    def read_frames(self, key: str, rows: np.ndarray | list[int]) -> np.ndarray:
+        """Committed rows `rows` of camera `key` -> (n, H, W, C) uint8, in the order given (repeats allowed).
+
+        Format-2 local directory stores: every frame is read from its shard file (byte range,
+        crc32c, decode), no zarr in between; zip / URL / format-1 stores read through zarr. Memory
+        is the frames asked for plus the cached shard indexes. A damaged frame raises StoreDamaged
+        naming the array, the chunk and the episode."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n_steps):
+            raise IndexError(f"{self.path}: rows must lie in [0, {self.n_steps}), got {rows.min()}..{rows.max()}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        if key not in self._frame_readers:
+            arr = self.array(key)
+            local = not (_is_url(self.path) or _is_zip(self.path)) and self.format_version >= 2
+            self._frame_readers[key] = _ShardFrames.for_array(self, key, arr) if local else None
+        reader = self._frame_readers[key]
+        frames = reader.read(uniq) if reader is not None else self._zarr_read(key, uniq)
+        return frames if len(uniq) == len(rows) and np.array_equal(uniq, rows) else frames[inverse.reshape(-1)]
+
+    def _drop_frame_readers(self) -> None:
+        for reader in getattr(self, "_frame_readers", {}).values():
+            if reader is not None:
+                reader.close()
+        self._frame_readers = {}
 
     def iter_episodes(self, keys: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         for i in range(self.n_episodes):

@@ -49,3 +49,79 @@ def test_every_array_is_checksummed_and_cameras_are_sharded(tmp_path):
     again = EpisodeStore.open(path)
     assert again.array("cam").chunks == (1, 8, 8, 3) and again.array("cam").shards == (4, 8, 8, 3)
     assert again.episode_meta(1) == {"instruction": "task 1", "seed": 1}
+
+
+def frames_store(path, lengths=(7, 5, 9), frames_per_shard=4) -> EpisodeStore:
+    """Episode e, step k: every pixel of camera frame = 20 e + k (+1 in channel 1)."""
+    store = EpisodeStore.create(path, frames_per_shard=frames_per_shard)
+    for e, T in enumerate(lengths):
+        v = (20 * e + np.arange(T)).astype(np.uint8)[:, None, None, None]
+        cam = np.broadcast_to(v, (T, 6, 5, 3)).copy()
+        cam[..., 1] += 1
+        store.append_episode({"cam": cam, "action": np.full((T, 2), e, np.float32)})
+    return store
+
+
+def test_read_frames_matches_zarr_in_any_order_with_repeats(tmp_path):
+    store = frames_store(tmp_path / "s.zarr")
+    rows = np.array([20, 0, 3, 4, 4, 12, 7, 20, 11, 15])  # across shards, repeats, out of order
+    got = store.read_frames("cam", rows)
+    assert got.shape == (10, 6, 5, 3) and got.dtype == np.uint8
+    assert np.array_equal(got, store.array("cam").oindex[rows])
+    assert store.read_frames("cam", []).shape == (0, 6, 5, 3)
+    with pytest.raises(IndexError):
+        store.read_frames("cam", [21])  # beyond the committed steps
+
+
+def test_read_frames_sees_appends_through_the_rewritten_tail_shard(tmp_path):
+    path = tmp_path / "s.zarr"
+    reader = frames_store(path, lengths=(6,))
+    assert reader.read_frames("cam", [4, 5])[:, 0, 0, 0].tolist() == [4, 5]  # caches the tail shard (rows 4..7)
+    writer = EpisodeStore.open(path, mode="a")
+    writer.append_episode({"cam": np.full((3, 6, 5, 3), 77, np.uint8), "action": np.zeros((3, 2), np.float32)})
+    reader.refresh()
+    assert reader.read_frames("cam", [5, 6, 7, 8])[:, 0, 0, 0].tolist() == [5, 77, 77, 77]
+
+
+def test_damaged_frame_raises_store_damaged_naming_array_chunk_and_episode(tmp_path):
+    from robolearn.datasets.store import StoreDamaged
+
+    path = tmp_path / "s.zarr"
+    frames_store(path)  # shards of 4 frames: episode 1 = rows 7..11, in shards 1 and 2
+    shard = path / "data/cam/c/2/0/0/0"
+    raw = bytearray(shard.read_bytes())
+    raw[10] ^= 0xFF  # inside the first frame of shard 2 (row 8)
+    shard.write_bytes(bytes(raw))
+    store = EpisodeStore.open(path)
+    assert store.read_frames("cam", [0, 7]).shape == (2, 6, 5, 3)  # other shards still read
+    with pytest.raises(StoreDamaged, match=r"data/cam chunk c/2/0/0/0 \(frame 8, episode 1\): .*crc32c"):
+        store.read_frames("cam", [7, 8])
+    with pytest.raises(StoreDamaged, match=r"data/cam steps 7-11 \(episodes 1\): a chunk fails its crc32c"):
+        store.get_episode(1)  # the zarr path too
+    shard.unlink()
+    with pytest.raises(StoreDamaged, match=r"data/cam chunk c/2/0/0/0 .*missing"):
+        EpisodeStore.open(path).read_frames("cam", [9])
+    (path / "data/action/c/0/0").unlink()  # a deleted low-dim chunk is damage, not zeros
+    with pytest.raises(StoreDamaged, match=r"data/action chunk c/0/0 .*missing"):
+        EpisodeStore.open(path).get("action")
+
+
+def test_sampler_reads_frames_through_the_fast_path(tmp_path):
+    from robolearn.datasets.sampler import WindowDataset
+
+    store = frames_store(tmp_path / "s.zarr")
+    calls = []
+    original = EpisodeStore.read_frames
+
+    def spy(self, key, rows):
+        calls.append(key)
+        return original(self, key, rows)
+
+    EpisodeStore.read_frames = spy
+    try:
+        ds = WindowDataset(store, obs_keys=["cam"], obs_horizon=2, action_horizon=3)
+        batch = ds.__getitems__([0, 8, 20])
+    finally:
+        EpisodeStore.read_frames = original
+    assert calls == ["cam"]  # one read for the whole batch
+    assert [w["obs"]["cam"][:, 0, 0, 0].tolist() for w in batch] == [[0, 0], [20, 21], [47, 48]]
