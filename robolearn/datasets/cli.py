@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("dst", help="destination store (must not exist unless --overwrite)")
     q.add_argument("--format", choices=FORMATS, default=None, help="source format (guessed from the path if omitted)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    q.add_argument("--image-codec", action="append", metavar="SPEC|KEY=SPEC",
+                   help="camera codec of the new store: blosc (lossless) or webp|jpeg|jpegxl|avif|jpeg2k[:QUALITY], for "
+                   "every camera (SPEC) or one key (KEY=SPEC, repeatable); default: the store default")
     q.set_defaults(func=run_import)
 
     q = sub.add_parser("stats", help="recompute statistics", description="Recompute and save per-key statistics.")
@@ -247,7 +250,7 @@ def run_import(args: argparse.Namespace) -> int:
     from robolearn.datasets.store import EpisodeStore
 
     fmt = args.format or detect_format(args.src)
-    import_dataset(args.src, args.dst, fmt=fmt, overwrite=args.overwrite, progress=True)
+    import_dataset(args.src, args.dst, fmt=fmt, overwrite=args.overwrite, progress=True, image_codecs=args.image_codec)
     with EpisodeStore.open(args.dst) as store:
         print(f"{args.dst}: imported {store.n_episodes} episodes, {store.n_steps} steps, "
               f"keys {', '.join(store.keys)} from {args.src} ({fmt}); validated ok")

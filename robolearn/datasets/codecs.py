@@ -9,14 +9,15 @@ array's own zarr metadata, turns a frame into bytes and back. A spec is a short 
     webp:Q         lossy WebP (libwebp), Q = quality 1-100
     jpeg:Q         lossy baseline JPEG (libjpeg-turbo), Q = quality 1-100, 4:2:0 chroma
     jpegxl:Q       lossy JPEG XL (libjxl), Q = quality 1-100 (libjxl maps it to a distance)
-    avif:Q         lossy AVIF (libavif with its AV1 encoder), Q = quality 1-100 (100 = lossless)
+    avif:Q         lossy AVIF (libavif, AV1 intra), Q = quality 1-100 (100 = lossless)
     jpeg2k:Q       lossy JPEG 2000 (OpenJPEG), Q = the target PSNR in dB, 1-100 (what
                    diffusion_policy's real-robot stores use, through the same library at 50)
 
 A lossy spec without `:Q` takes the codec's default quality (`LOSSY[name].default`). The lossy
 codecs come from `imagecodecs` (a maintained binding of the reference libraries, the one
 diffusion_policy uses for its real-robot stores), each used at its library's default speed
-setting. They take RGB frames only (C = 3); depth and point clouds are float arrays and always
+setting, except AVIF at speed 8 (libavif's default spends 0.1-1 s on one 84x84 frame here,
+speed 8 about 10 ms at nearly the same size). They take RGB frames only (C = 3); depth and point clouds are float arrays and always
 stay lossless (the store never asks this module about them; a lossy spec for a key that is not
 a camera is refused by `check_image_key`).
 
@@ -68,9 +69,9 @@ class _Lossy:
 LOSSY: dict[str, _Lossy] = {
     "webp": _Lossy("WEBP", "libwebp", 90, (("lossless", False),)),
     "jpeg": _Lossy("JPEG8", "libjpeg-turbo", 90),
-    "jpegxl": _Lossy("JPEGXL", "libjxl", 90),
-    "avif": _Lossy("AVIF", "libavif", 80),
-    "jpeg2k": _Lossy("JPEG2K", "OpenJPEG", 45),
+    "jpegxl": _Lossy("JPEGXL", "libjxl", 80),
+    "avif": _Lossy("AVIF", "libavif", 70, (("speed", 8),)),
+    "jpeg2k": _Lossy("JPEG2K", "OpenJPEG", 40),
 }
 QUALITY_RANGE = (1, 100)
 
@@ -191,6 +192,26 @@ def check_image_key(spec: ImageCodecSpec, key: str, shape: tuple, dtype, where: 
                         f"this key has {shape[-1]}; use {LOSSLESS}")
 
 
+def is_rgb_camera(shape: tuple, dtype) -> bool:
+    """uint8 (T, H, W, 3) arrays: the frames a lossy camera codec can store."""
+    return np.dtype(dtype) == np.uint8 and len(shape) == 4 and shape[-1] == 3
+
+
+def spec_for_array(image_codecs: str | Mapping[str, str] | None, key: str, shape: tuple, dtype,
+                   where: str = "") -> ImageCodecSpec:
+    """The codec a new camera array `key` (steps of `shape` x `dtype`, T first) is created with.
+
+    A key named in `image_codecs` gets its spec (UserError if that spec is lossy and the key is
+    not an RGB camera); other keys get the "*" / single spec, or DEFAULT_IMAGE_CODEC, when they
+    are RGB cameras, and lossless blosc otherwise (grayscale or RGBA uint8 frames, masks)."""
+    named = isinstance(image_codecs, Mapping) and key in image_codecs
+    spec = codec_for_key(image_codecs, key, where)
+    if named:
+        check_image_key(spec, key, shape, dtype, where)
+        return spec
+    return spec if is_rgb_camera(tuple(shape), dtype) else ImageCodecSpec(LOSSLESS)
+
+
 def check_codec_keys(image_codecs: str | Mapping[str, str] | None, arrays: Mapping[str, Any], where: str = "") -> None:
     """Every key named in an {key: spec} `image_codecs` must be a camera array among `arrays`
     (name -> array or (shape, dtype)): a lossy spec for depth or a missing key is refused."""
@@ -228,8 +249,11 @@ def encode_chunk(spec: ImageCodecSpec, frame: np.ndarray) -> bytes:
     frame = np.ascontiguousarray(frame)
     if spec.lossless:
         return bytes(_blosc().encode(frame))
+    if frame.dtype != np.uint8 or frame.ndim not in (3, 4) or frame.shape[-1] != 3:
+        raise UserError(f"camera codec {spec}: takes uint8 RGB frames (H, W, 3), got {frame.dtype} {frame.shape}; "
+                        f"use {LOSSLESS} for this key")
     lib = _library(spec)
-    image = frame.reshape(-1, *frame.shape[-2:])  # (n*H, W, C)
+    image = frame.reshape(-1, *frame.shape[-2:])  # (n*H, W, 3)
     encode = getattr(lib, f"{LOSSY[spec.name].library.lower()}_encode")
     return bytes(encode(image, level=spec.quality, **dict(LOSSY[spec.name].encode_kwargs)))
 

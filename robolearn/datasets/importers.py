@@ -15,7 +15,9 @@ robomimic          an HDF5 file: `data/demo_<N>/{obs/<k>, actions, states, rewar
 
 Both check the source before writing anything, build the store beside the destination
 with `AtomicStoreWriter` and validate it before moving it into place, so a failure leaves
-nothing at the destination. Store attrs record `source` ({"format", "path"}) and, for
+nothing at the destination. `image_codecs` (one camera codec spec, or {key | "*": spec}; see
+robolearn/datasets/codecs.py) writes the imported frames straight in that codec, no lossless
+copy in between; None = the store default. Store attrs record `source` ({"format", "path"}) and, for
 robomimic, the parsed `env_args`.
 """
 
@@ -70,6 +72,7 @@ def import_dataset(
     fmt: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    image_codecs: str | dict[str, str] | None = None,
 ) -> str:
     """Import `src` (format `fmt`, guessed if None) into a new store at `dst`; returns `dst`."""
     fmt = fmt or detect_format(src)
@@ -79,7 +82,9 @@ def import_dataset(
     }
     if fmt not in importers:
         raise UserError(f"--format {fmt}: unknown format; expected one of {', '.join(FORMATS)}")
-    return importers[fmt](src, dst, overwrite=overwrite, progress=progress)
+    if image_codecs is None:
+        return importers[fmt](src, dst, overwrite=overwrite, progress=progress)
+    return importers[fmt](src, dst, overwrite=overwrite, progress=progress, image_codecs=image_codecs)
 
 
 def _write_store(
@@ -90,15 +95,21 @@ def _write_store(
     n_episodes: int,
     overwrite: bool,
     progress: bool,
+    image_codecs: str | dict[str, str] | None = None,
 ) -> str:
     """Append `episodes` ((label, (data, meta)) pairs) to a store built atomically at `dst`."""
+    from robolearn.datasets.codecs import check_codec_keys, parse_image_codec_options
+
     from tqdm.auto import tqdm
 
     if store_exists(dst) and not overwrite:  # fail before reading any of the source
         raise UserError(f"{dst}: already exists; refusing to overwrite (pass --overwrite)")
-    with AtomicStoreWriter(dst, attrs=attrs, overwrite=overwrite) as store:
+    image_codecs = parse_image_codec_options(image_codecs, "--image-codec")
+    with AtomicStoreWriter(dst, attrs=attrs, overwrite=overwrite, image_codecs=image_codecs) as store:
         bar = tqdm(episodes, total=n_episodes, desc=f"import {Path(str(src)).name}", unit="ep", disable=None if progress else True)
         for label, (data, meta) in bar:
+            if not store.n_episodes:  # a lossy codec named for a key that is not an RGB camera
+                check_codec_keys(image_codecs, data, f"{src}: --image-codec")
             try:
                 store.append_episode(data, meta)
             except UserError as exc:
@@ -152,7 +163,8 @@ def _dp_episodes(src, group, ends: np.ndarray, columns: dict[str, np.ndarray]) -
 
 
 def import_diffusion_policy(
-    src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False, progress: bool = False
+    src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False, progress: bool = False,
+    image_codecs: str | dict[str, str] | None = None,
 ) -> str:
     """Import a diffusion_policy ReplayBuffer zarr store (v2 or v3, directory or .zip) into `dst`."""
     problems = [str(p) for p in scan(src, robolearn=False, stats=False, all_frames=False).problems]
@@ -166,7 +178,8 @@ def import_diffusion_policy(
     columns = _dp_meta_columns(group, len(ends))
     attrs = {k: v for k, v in group.attrs.asdict().items() if k not in ("format", "format_version", "stats", "source")}
     attrs["source"] = {"format": "diffusion_policy", "path": _source_path(src)}
-    return _write_store(src, dst, attrs, _dp_episodes(src, group, ends, columns), len(ends), overwrite, progress)
+    return _write_store(src, dst, attrs, _dp_episodes(src, group, ends, columns), len(ends), overwrite, progress,
+                        image_codecs)
 
 
 # ---------------------------------------------------------------------- robomimic
@@ -236,7 +249,8 @@ def _robomimic_episodes(src, data_group, demos: list[str], masks: dict[str, set[
         yield f"data/{name}", (_read_demo(src, demo, name), meta)
 
 
-def import_robomimic(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False, progress: bool = False) -> str:
+def import_robomimic(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False, progress: bool = False,
+                     image_codecs: str | dict[str, str] | None = None) -> str:
     """Import a robomimic HDF5 dataset into a new store at `dst`."""
     import h5py
 
@@ -263,4 +277,4 @@ def import_robomimic(src: str | os.PathLike, dst: str | os.PathLike, overwrite: 
                 raise UserError(f"{src}: data/{name}/actions: missing; expected a (T, action_dim) dataset")
         attrs = _robomimic_attrs(src, data)
         episodes = _robomimic_episodes(src, data, demos, _robomimic_masks(f))
-        return _write_store(src, dst, attrs, episodes, len(demos), overwrite, progress)
+        return _write_store(src, dst, attrs, episodes, len(demos), overwrite, progress, image_codecs)

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--extraneous", type=float, help="share of episodes with inserted extraneous segments")
     p.add_argument("--language-fraction", type=float, help="share of episodes keeping their instruction")
     p.add_argument("--seed-start", type=int, help="first seed (default 0)")
+    p.add_argument("--image-codec", action="append", metavar="SPEC|KEY=SPEC",
+                   help="camera codec of a new store: blosc (lossless) or webp|jpeg|jpegxl|avif|jpeg2k[:QUALITY], "
+                   "for every camera (SPEC) or one key (KEY=SPEC, repeatable); recorded in the store")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -46,7 +49,7 @@ def _recipe(path: str) -> dict:
         raise UserError(f"{path}: cannot read recipe ({exc})") from exc
     body = raw.get("collect", raw)
     allowed = {"task", "episodes", "out", "workers", "cameras", "image_size", "depth", "pointcloud", "keep_failed",
-               "extraneous", "language_fraction", "seed_start", "demonstrators", "randomize"}  # fmt: skip
+               "extraneous", "language_fraction", "seed_start", "demonstrators", "randomize", "image_codec"}  # fmt: skip
     unknown = set(body) - allowed
     if unknown:
         raise UserError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(allowed)}")
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "image_size": args.image_size, "depth": args.depth, "pointcloud": args.pointcloud,
         "keep_failed": args.keep_failed,
         "extraneous": args.extraneous, "language_fraction": args.language_fraction, "seed_start": args.seed_start,
+        "image_codec": args.image_codec,
     }  # fmt: skip
     if args.cameras is not None:
         flags["cameras"] = [c for c in args.cameras.split(",") if c]

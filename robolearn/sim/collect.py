@@ -4,6 +4,9 @@ One env per worker process (spawned: a fresh GL context each). The main process
 is the only writer: each finished episode is appended whole (`append_episode`
 commits by extending `episode_ends` last), so Ctrl-C or SIGKILL keeps every
 finished episode and a re-run with a larger N appends from the next seed.
+
+The camera codec (`--image-codec`, robolearn/datasets/codecs.py) is fixed when the store is
+created and recorded in it; appending with a different explicit codec is refused.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class CollectConfig:
     extraneous: float = 0.0  # share of episodes with inserted extraneous segments
     demonstrators: dict[str, dict] = field(default_factory=lambda: {"default": {}})
     language_fraction: float = 1.0  # share of episodes that keep their instruction
+    # camera codec: "webp:90" for every camera, ["webp:90", "agentview_image=blosc"], or {key: spec}
+    # (robolearn/datasets/codecs.py); None = the store default (codecs.DEFAULT_IMAGE_CODEC)
+    image_codec: str | list[str] | dict[str, str] | None = None
     progress: bool = True
 
     def validate(self) -> None:
@@ -51,6 +57,13 @@ class CollectConfig:
                 raise UserError(f"{name}: expected a fraction in [0, 1], got {frac}")
         if not self.demonstrators:
             raise UserError("demonstrators: expected at least one demonstrator")
+        self.image_codecs()  # an unknown codec / bad quality / missing library: before anything runs
+
+    def image_codecs(self):
+        """`image_codec` in the form EpisodeStore.create takes (None, one spec, or {key | "*": spec})."""
+        from robolearn.datasets.codecs import parse_image_codec_options
+
+        return parse_image_codec_options(self.image_codec, "--image-codec")
 
 
 def env_kwargs(cfg: CollectConfig, dynamics: dict | None = None) -> dict:
@@ -107,6 +120,26 @@ def _episode(seed: int):
 
 
 # ------------------------------------------------------------------ main side
+def _check_store_codecs(cfg: CollectConfig, store) -> None:
+    """Appending with an explicit --image-codec must match the codecs the store's cameras have."""
+    from robolearn.datasets.codecs import LOSSLESS, spec_for_array
+    from robolearn.datasets.store import is_image_array
+
+    wanted = cfg.image_codecs()
+    if wanted is None:
+        return
+    have = dict(store.attrs.get("image_codecs") or {})  # format 1: no record, every camera is blosc
+    for key in store.keys:
+        arr = store.array(key)
+        if not is_image_array(arr):
+            continue
+        want = str(spec_for_array(wanted, key, arr.shape, arr.dtype, "--image-codec"))
+        if want != have.get(key, LOSSLESS):
+            raise UserError(f"{cfg.out}: store's camera {key} is stored as {have.get(key, LOSSLESS)}, not {want}; "
+                            f"append without --image-codec, or convert it with `robolearn data rechunk "
+                            f"{cfg.out} --image-codec ...`")
+
+
 def _open_or_create(cfg: CollectConfig, attrs: dict):
     from robolearn.datasets.store import EpisodeStore, store_exists
 
@@ -119,8 +152,9 @@ def _open_or_create(cfg: CollectConfig, attrs: dict):
             "image_size"
         ) != attrs["env"]["image_size"]:
             raise UserError(f"{cfg.out}: store was recorded with env {store.attrs.get('env')}; got {attrs['env']}")
+        _check_store_codecs(cfg, store)
         return store
-    return EpisodeStore.create(cfg.out, attrs=attrs)
+    return EpisodeStore.create(cfg.out, attrs=attrs, image_codecs=cfg.image_codecs())
 
 
 def _require_rendering(cfg: CollectConfig) -> None:
@@ -147,6 +181,10 @@ def collect(cfg: CollectConfig) -> dict:
     _require_rendering(cfg)
     probe = make(cfg.task, **env_kwargs(cfg))  # validates cameras / image size before touching the output
     env_attrs = {k: v for k, v in probe.kwargs.items() if k != "dynamics"}
+    from robolearn.datasets.codecs import check_codec_keys
+
+    steps = {k: ((1, *sp.shape), sp.dtype) for k, sp in probe.observation_space.spaces.items()}
+    check_codec_keys(cfg.image_codecs(), steps, "--image-codec")  # lossy only for RGB cameras of this task
     probe.close()
     del probe
     attrs = {"task": cfg.task, "env": env_attrs, "phase_names": PHASES,
