@@ -5,6 +5,8 @@
     robolearn data repair STORE --out NEW          a new store of the episodes whose chunks all verify
     robolearn data import SRC DST [--format F]     diffusion_policy zarr / robomimic HDF5 -> store
     robolearn data stats STORE [--json]            recompute and save per-key statistics
+    robolearn data rechunk STORE [--out NEW] [--image-codec SPEC|KEY=SPEC ...] [--frames-per-shard F]
+                                                   rewrite a store in format 2 (checksums, sharded cameras), atomically
     robolearn data view STORE --episode N --out ep.mp4 [--plot ep.png]
                                                    camera frames side by side + a plot of the actions
 
@@ -70,6 +72,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("store", help="store path (a local directory or URL; not a .zip)")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=run_stats)
+
+    q = sub.add_parser("rechunk", help="rewrite a store in the current format",
+                       description="Rewrite a store in format 2 (crc32c checksums, cameras sharded), in place or at --out, "
+                       "optionally with other camera codecs. Atomic: built beside, then renamed; on any error nothing changes.")
+    q.add_argument("store", help="store path (a local directory; with --out also a .zip or URL)")
+    q.add_argument("--out", default=None, help="write the new store here instead of replacing STORE (must not exist)")
+    q.add_argument("--image-codec", action="append", metavar="SPEC|KEY=SPEC",
+                   help="camera codec: blosc (lossless) or webp|jpeg|jpegxl|avif|jpeg2k[:QUALITY], for every camera "
+                   "(SPEC) or one key (KEY=SPEC, repeatable); default: each camera keeps its codec")
+    q.add_argument("--frames-per-shard", type=int, default=None, help="camera frames per shard file (default: the "
+                   "store's, else the built-in default)")
+    q.set_defaults(func=run_rechunk)
 
     q = sub.add_parser("view", help="video + action plot of an episode", description="Write an mp4 of the camera frames and a PNG plot of the actions.")
     q.add_argument("store", help="store path")
@@ -229,6 +243,19 @@ def run_repair(args: argparse.Namespace) -> int:
 
     for line in repair_store(args.store, args.out, drop_keys=args.drop_key):
         print(line)
+    return 0
+
+
+def run_rechunk(args: argparse.Namespace) -> int:
+    from robolearn.datasets.store import rechunk
+
+    _open_checked(args.store).close()
+    done = rechunk(args.store, args.out, image_codecs=args.image_codec, frames_per_shard=args.frames_per_shard,
+                   progress=True)
+    codecs = ", ".join(f"{k}={v}" for k, v in done["image_codecs"].items()) or "no cameras"
+    print(f"{args.out or args.store}: {done['episodes']} episodes, {done['steps']} steps in format 2 ({codecs}; "
+          f"{done['frames_per_shard']} frames per shard); {_human_bytes(done['bytes_before'])} -> "
+          f"{_human_bytes(done['bytes_after'])}")
     return 0
 
 

@@ -948,3 +948,80 @@ class AtomicStoreWriter:
         finally:
             if self._tmpdir:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def rechunk(src: str | os.PathLike, out: str | os.PathLike | None = None,
+            image_codecs: str | list[str] | Mapping[str, str] | None = None, frames_per_shard: int | None = None,
+            progress: bool = False) -> dict[str, Any]:
+    """Rewrite store `src` in format 2 (checksums, sharded cameras), at `out` or in place; atomic.
+
+    The new store is built beside the destination and renamed into place only when every
+    episode was copied (in place: the old and new directories are swapped in one atomic rename,
+    then the old one is deleted), so on any error -- a damaged chunk in `src`, a bad codec spec,
+    a full disk -- nothing changes. `image_codecs`: "SPEC" for every camera or ["KEY=SPEC", ...]
+    (codecs.parse_image_codec_options); cameras not named keep their codec (format-1 stores:
+    the default). `frames_per_shard`: default the store's own, else FRAMES_PER_SHARD. Reads one
+    episode at a time. -> a summary dict (episodes, steps, codecs, frames_per_shard, bytes)."""
+    from tqdm.auto import tqdm
+
+    from robolearn.datasets import codecs
+
+    src = str(src)
+    in_place = out is None
+    if in_place and (_is_url(src) or _is_zip(src)):
+        raise UserError(f"{src}: rechunk in place needs a local directory store; give --out NEW")
+    if frames_per_shard is not None and int(frames_per_shard) < 1:
+        raise UserError(f"--frames-per-shard: expected an integer >= 1, got {frames_per_shard}")
+    with EpisodeStore.open(src) as source:
+        given = codecs.parse_image_codec_options(image_codecs, "--image-codec")
+        arrays = {k: source.array(k) for k in source.keys}
+        codecs.check_codec_keys(given, arrays, "--image-codec")
+        cameras = [k for k, a in arrays.items() if is_image_array(a)]
+        layout = layout_of(source)
+        current = layout.get("image_codecs", {})
+        named = dict(given) if isinstance(given, Mapping) else {}
+        default = given if isinstance(given, str) else named.pop("*", None)
+        chosen = {k: named.get(k) or default or current.get(k) or codecs.DEFAULT_IMAGE_CODEC for k in cameras}
+        for key, spec in chosen.items():
+            codecs.check_image_key(codecs.parse_image_codec(spec), key, arrays[key].shape, arrays[key].dtype, "--image-codec")
+        shard = int(frames_per_shard or layout.get("frames_per_shard") or FRAMES_PER_SHARD)
+        before = source.nbytes_stored()
+        if in_place:
+            src_dir = Path(src)
+            tmp = Path(tempfile.mkdtemp(prefix=".robolearn-rechunk-", dir=src_dir.resolve().parent))
+            writer = AtomicStoreWriter(tmp / "store.zarr", attrs=source.attrs, image_codecs=chosen, frames_per_shard=shard)
+        else:
+            tmp = None
+            writer = AtomicStoreWriter(out, attrs=source.attrs, image_codecs=chosen, frames_per_shard=shard)
+        try:
+            with writer as new:
+                bar = tqdm(range(source.n_episodes), desc=f"rechunk {Path(src).name}", unit="ep",
+                           disable=None if progress else True)
+                for i in bar:
+                    new.append_episode(source.get_episode(i), source.episode_meta(i))
+                after = new.nbytes_stored()
+                summary = {"episodes": new.n_episodes, "steps": new.n_steps, "image_codecs": chosen,
+                           "frames_per_shard": shard, "bytes_before": before, "bytes_after": after}
+            if in_place:
+                built = tmp / "store.zarr"
+                if not _exchange(built, src_dir):  # no atomic swap here: two renames
+                    os.replace(src_dir, tmp / "old.zarr")
+                    os.replace(built, src_dir)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+

@@ -125,3 +125,90 @@ def test_sampler_reads_frames_through_the_fast_path(tmp_path):
         EpisodeStore.read_frames = original
     assert calls == ["cam"]  # one read for the whole batch
     assert [w["obs"]["cam"][:, 0, 0, 0].tolist() for w in batch] == [[0, 0], [20, 21], [47, 48]]
+
+
+def write_format1_store(path, episodes: list[dict], metas: list[dict]) -> None:
+    """A store as robolearn wrote it before format 2: one frame per chunk, Blosc, no checksums, no sharding."""
+    from zarr.codecs import BloscCodec
+
+    g = zarr.open_group(str(path), mode="w")
+    for name in ("data", "meta", "meta/episodes"):
+        g.create_group(name)
+    for key in episodes[0]:
+        value = np.concatenate([ep[key] for ep in episodes])
+        image = value.dtype == np.uint8 and value.ndim == 4
+        arr = g.create_array(f"data/{key}", shape=value.shape, chunks=((1 if image else 4096),) + value.shape[1:],
+                             dtype=value.dtype, fill_value=0,
+                             compressors=BloscCodec(cname="zstd", clevel=3 if image else 5, shuffle="bitshuffle" if image else "shuffle"))
+        arr[:] = value
+    ends = np.cumsum([len(next(iter(ep.values()))) for ep in episodes])
+    g.create_array("meta/episode_ends", shape=ends.shape, chunks=(4096,), dtype=np.int64, fill_value=0)[:] = ends
+    for field in metas[0]:
+        col = np.array([m[field] for m in metas], dtype=object if isinstance(metas[0][field], str) else None)
+        arr = g.create_array(f"meta/episodes/{field}", shape=col.shape, chunks=(4096,),
+                             dtype=str if col.dtype == object else col.dtype, fill_value="" if col.dtype == object else 0)
+        arr[:] = col
+    g.attrs.update({"format": "robolearn.episodes", "format_version": 1, "stats": {}, "task": "lift"})
+
+
+def old_episodes(lengths=(5, 3, 6)) -> tuple[list[dict], list[dict]]:
+    rng = np.random.default_rng(3)
+    eps = [{"cam": rng.integers(0, 256, (T, 6, 5, 3), dtype=np.uint8), "action": rng.normal(size=(T, 2)).astype(np.float32)}
+           for T in lengths]
+    return eps, [{"instruction": f"lift {i}", "seed": i} for i in range(len(lengths))]
+
+
+def test_format1_store_opens_reads_and_appends_in_its_own_layout(tmp_path):
+    from robolearn.datasets.sampler import WindowDataset
+
+    path = tmp_path / "old.zarr"
+    eps, metas = old_episodes()
+    write_format1_store(path, eps, metas)
+    store = EpisodeStore.open(path, mode="a")
+    assert store.format_version == 1 and store.n_episodes == 3
+    assert np.array_equal(store.read_frames("cam", [9, 0, 9]), np.concatenate([e["cam"] for e in eps])[[9, 0, 9]])
+    store.append_episode(eps[0], metas[0])  # still format 1: no sharding added behind its back
+    assert store.array("cam").shards is None and store.attrs["format_version"] == 1
+    ds = WindowDataset(path, obs_keys=["cam"], obs_horizon=2, action_horizon=2)
+    assert np.array_equal(ds.__getitems__([15])[0]["obs"]["cam"], eps[0]["cam"][[0, 1]])  # episode 3, t=1
+
+
+def test_rechunk_rewrites_a_format1_store_atomically(tmp_path, capsys):
+    from robolearn.cli import main
+
+    path = tmp_path / "old.zarr"
+    eps, metas = old_episodes()
+    write_format1_store(path, eps, metas)
+    assert main(["data", "rechunk", str(path), "--out", str(tmp_path / "new.zarr"), "--frames-per-shard", "2"]) == 0
+    assert "3 episodes, 14 steps in format 2 (cam=blosc; 2 frames per shard)" in capsys.readouterr().out
+    assert EpisodeStore.open(path).format_version == 1  # --out leaves the source alone
+    assert main(["data", "rechunk", str(path)]) == 0  # in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.zarr", "old.zarr"]  # no temp dirs left
+    for where, shard in ((path, 64), (tmp_path / "new.zarr", 2)):
+        store = EpisodeStore.open(where)
+        assert store.format_version == 2 and store.array("cam").shards == (shard, 6, 5, 3)
+        assert store.attrs["task"] == "lift" and store.attrs["image_codecs"] == {"cam": "blosc"}
+        for i, ep in enumerate(eps):
+            got = store.get_episode(i)
+            assert all(np.array_equal(got[k], v) for k, v in ep.items()) and store.episode_meta(i) == metas[i]
+
+
+def test_rechunk_changes_nothing_on_error(tmp_path):
+    from robolearn.datasets.store import StoreDamaged, rechunk
+    from robolearn.errors import UserError
+
+    path = tmp_path / "s.zarr"
+    frames_store(path)
+    shard = path / "data/cam/c/1/0/0/0"
+    raw = bytearray(shard.read_bytes())
+    raw[10] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="--image-codec.*unknown camera codec"):
+        rechunk(path, image_codecs=["nope:3"])
+    with pytest.raises(StoreDamaged, match="data/cam"):
+        rechunk(path, frames_per_shard=2)
+    with pytest.raises(StoreDamaged):
+        rechunk(path, out=tmp_path / "out.zarr")
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
