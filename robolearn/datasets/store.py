@@ -51,6 +51,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from robolearn.datasets import codecs
 from robolearn.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,22 +84,7 @@ def _checked(**kw) -> dict[str, Any]:
 
 def image_codec_spec(text: str | None, where: str = "image_codecs") -> str:
     """The canonical camera-codec spec string ("blosc", "webp:90", ...); None = the default."""
-    try:
-        from robolearn.datasets import codecs
-    except ImportError:  # codecs.py not there yet: only the built-in lossless chain
-        if text in (None, "blosc"):
-            return "blosc"
-        raise UserError(f"{where}: unknown image codec {text!r} (expected 'blosc')") from None
     return str(codecs.parse_image_codec(codecs.DEFAULT_IMAGE_CODEC if text is None else text, where))
-
-
-def _image_chunk_codecs(spec: str) -> dict[str, Any]:
-    """serializer/compressors of one frame (inner chunk) for camera codec `spec`, crc32c last."""
-    try:
-        from robolearn.datasets import codecs
-    except ImportError:
-        return {"compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]}
-    return dict(codecs.image_chunk_codecs(codecs.parse_image_codec(spec)))
 
 
 def _is_checksum_error(exc: BaseException) -> bool:
@@ -119,8 +105,6 @@ class _ShardFrames:
     tail shard, which every append replaces. At most `max_open` shards are held open."""
 
     def __init__(self, store: "EpisodeStore", key: str, arr: zarr.Array, spec, max_open: int = 256):
-        from robolearn.datasets import codecs
-
         self._decode = codecs.decode_chunk
         self.store, self.key, self.spec = store, key, spec
         self.frames = int(arr.shards[0])
@@ -137,10 +121,6 @@ class _ShardFrames:
         from zarr.codecs import BytesCodec
         from zarr.codecs.sharding import ShardingCodec, ShardingCodecIndexLocation
 
-        try:
-            from robolearn.datasets import codecs
-        except ImportError:
-            return None
         chain = arr.metadata.codecs if arr.metadata.zarr_format == 3 else ()
         if len(chain) != 1 or not isinstance(chain[0], ShardingCodec) or not is_image_array(arr):
             return None
@@ -585,12 +565,14 @@ class EpisodeStore:
                                                                        dtype=value.dtype, fill_value=0))
         attrs = self._root.attrs
         codecs_by_key = dict(attrs.get("image_codecs", {}) or {})
-        spec = codecs_by_key.get(key) or attrs.get("image_codec_default") or image_codec_spec(None)
+        choice = {**codecs_by_key, "*": attrs.get("image_codec_default") or codecs.DEFAULT_IMAGE_CODEC}
+        spec = codecs.spec_for_array(choice, key, value.shape, value.dtype, f"{self.path}: image_codecs")
         frames = int(attrs.get("frames_per_shard", FRAMES_PER_SHARD))
         arr = self._root.create_array(
             f"data/{key}", **_checked(shape=shape, chunks=(1,) + value.shape[1:], shards=(frames,) + value.shape[1:],
-                                      dtype=value.dtype, fill_value=0, attributes={"image_codec": spec},
-                                      **_image_chunk_codecs(spec)))
+                                      dtype=value.dtype, fill_value=0, attributes={"image_codec": str(spec)},
+                                      **codecs.image_chunk_codecs(spec)))
+        spec = str(spec)
         if codecs_by_key.get(key) != spec:
             attrs["image_codecs"] = {**codecs_by_key, key: spec}
         return arr
@@ -880,7 +862,7 @@ def layout_of(store: EpisodeStore) -> dict[str, Any]:
         if spec:
             codecs_by_key[key] = spec
     if attrs.get("image_codec_default"):
-        codecs_by_key = {**{k: attrs["image_codec_default"] for k in store.keys if is_image_array(store.array(k))}, **codecs_by_key}
+        codecs_by_key["*"] = attrs["image_codec_default"]
     return {"image_codecs": codecs_by_key, "frames_per_shard": attrs.get("frames_per_shard")}
 
 
@@ -977,8 +959,6 @@ def rechunk(src: str | os.PathLike, out: str | os.PathLike | None = None,
     episode at a time. -> a summary dict (episodes, steps, codecs, frames_per_shard, bytes)."""
     from tqdm.auto import tqdm
 
-    from robolearn.datasets import codecs
-
     src = str(src)
     in_place = out is None
     if in_place and (_is_url(src) or _is_zip(src)):
@@ -994,9 +974,11 @@ def rechunk(src: str | os.PathLike, out: str | os.PathLike | None = None,
         current = layout.get("image_codecs", {})
         named = dict(given) if isinstance(given, Mapping) else {}
         default = given if isinstance(given, str) else named.pop("*", None)
-        chosen = {k: named.get(k) or default or current.get(k) or codecs.DEFAULT_IMAGE_CODEC for k in cameras}
-        for key, spec in chosen.items():
-            codecs.check_image_key(codecs.parse_image_codec(spec), key, arrays[key].shape, arrays[key].dtype, "--image-codec")
+        chosen = {}
+        for k in cameras:  # named > the new default (lossless for non-RGB frames) > the camera's own codec
+            shape, dtype = arrays[k].shape, arrays[k].dtype
+            chosen[k] = named.get(k) or str(codecs.spec_for_array(default, k, shape, dtype) if default else
+                                            current.get(k) or codecs.spec_for_array(None, k, shape, dtype))
         shard = int(frames_per_shard or layout.get("frames_per_shard") or FRAMES_PER_SHARD)
         before = source.nbytes_stored()
         if in_place:
