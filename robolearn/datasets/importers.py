@@ -150,8 +150,16 @@ def _dp_episodes(src, group, ends: np.ndarray, columns: dict[str, np.ndarray]) -
             raise UserError(f"{src}: data/{k}: {what}: {read_failure_reason(exc)}; expected intact chunks "
                             f"(`robolearn data validate {src}` lists every damaged chunk)") from exc
 
+    def whole(k: str) -> np.ndarray:
+        try:
+            return arrays[k][:]
+        except Exception:  # name the first episode whose steps do not read
+            for i, (a, b) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends)):
+                read(k, slice(int(a), int(b)), f"steps {a}-{b - 1} (episode {i})")
+            return read(k, slice(None), "reading the array")
+
     small = [k for k, arr in arrays.items() if int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize <= IN_RAM_BYTES]
-    in_ram = {k: read(k, slice(None), "reading the array") for k in small}
+    in_ram = {k: whole(k) for k in small}
     start = 0
     for i, end in enumerate(ends):
         end = int(end)

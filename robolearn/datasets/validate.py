@@ -40,6 +40,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -50,6 +51,8 @@ from robolearn.datasets.store import FORMAT_NAME, FORMAT_VERSION, _open_zarr_sto
 from robolearn.errors import UserError
 
 log = logging.getLogger(__name__)
+# a file or stray directory inside data/ is reported here, one line; zarr's own multi-line warning would repeat it
+warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a component of a Zarr hierarchy")
 
 SCAN_BYTES = 64 << 20  # read arrays in blocks of about this many bytes
 METADATA_FILES = {"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"}
@@ -118,10 +121,13 @@ def _list_prefix(zstore, prefix: str) -> set[str]:
         return set()
 
 
-def _get_bytes(zstore, key: str) -> bytes | None:
+def _get_bytes(zstore, key: str, suffix: int | None = None) -> bytes | None:
+    """The bytes of `key` (only its last `suffix` bytes when given)."""
+    from zarr.abc.store import SuffixByteRequest
     from zarr.core.buffer import default_buffer_prototype
 
-    buf = _sync(zstore.get(key, prototype=default_buffer_prototype()))
+    request = SuffixByteRequest(suffix) if suffix else None
+    buf = _sync(zstore.get(key, prototype=default_buffer_prototype(), byte_range=request))
     return None if buf is None else buf.to_bytes()
 
 
@@ -136,6 +142,8 @@ def _reason(exc: BaseException, text: str | None = None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"unreadable ({exc.strerror})"
     text = text if len(text) <= 100 else text[:97] + "..."
+    if any(w in text for w in ("reshape", "buffer size", "size mismatch")):
+        return f"does not decode to its shape and dtype ({type(exc).__name__}: {text}; zarr.json changed?)"
     return f"does not decode ({type(exc).__name__}: {text})" if text else f"does not decode ({type(exc).__name__})"
 
 
@@ -349,17 +357,19 @@ def _sharding(arr: zarr.Array):
     return codecs[0] if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
 
 
-def _shard_index(codec, raw: bytes, n_inner: int) -> tuple[np.ndarray | None, str | None]:
-    """(offset, nbytes) per inner chunk from a shard's bytes, or the problem with its index.
-    Handles the layout robolearn writes (index at the end: little-endian uint64 pairs + crc32c)."""
+def _index_layout_known(codec) -> bool:
+    """The shard layout robolearn writes: index at the end, little-endian uint64 pairs + crc32c."""
     from zarr.codecs import BytesCodec, Crc32cCodec
 
     kinds = [type(c) for c in codec.index_codecs]
-    if str(getattr(codec.index_location, "value", codec.index_location)) != "end" or kinds != [BytesCodec, Crc32cCodec]:
-        return None, None  # another layout: leave it to zarr's decoding
+    return str(getattr(codec.index_location, "value", codec.index_location)) == "end" and kinds == [BytesCodec, Crc32cCodec]
+
+
+def _shard_index(raw: bytes, n_inner: int, file_size: int) -> tuple[np.ndarray | None, str | None]:
+    """(offset, nbytes) per inner chunk from a shard's last bytes `raw`, or the problem with its index."""
     size = 16 * n_inner + 4
-    if len(raw) < size:
-        what = "empty" if not raw else f"{len(raw)} bytes"
+    if file_size < size or len(raw) < size:
+        what = "empty" if not file_size else f"{file_size} bytes"
         return None, f"{what}, shorter than its {size}-byte shard index (truncated or emptied)"
     import google_crc32c
 
@@ -368,7 +378,7 @@ def _shard_index(codec, raw: bytes, n_inner: int) -> tuple[np.ndarray | None, st
         return None, "shard index checksum mismatch (overwritten or truncated)"
     entries = np.frombuffer(body, dtype="<u8").reshape(n_inner, 2)
     present = ~((entries[:, 0] == EMPTY) & (entries[:, 1] == EMPTY))
-    if np.any(entries[present, 0] + entries[present, 1] > len(raw) - size):
+    if np.any(entries[present, 0] + entries[present, 1] > file_size - size):
         return None, "shard index points past the end of the shard (truncated)"
     return entries, None
 
@@ -440,14 +450,15 @@ def scan_chunks(zstore, arr: zarr.Array, where: str, key: str, n_rows: int, ends
         if complete and file_key not in stored:
             scan.add(lo, hi, label, "missing; expected every chunk of a checksummed array to exist (not zeros)")
             continue
-        if sharding is not None and complete:
-            try:
-                raw = _get_bytes(zstore, file_key) or b""
+        if sharding is not None and complete and _index_layout_known(sharding):
+            n_inner = int(np.prod([u // c for u, c in zip(unit, inner)]))
+            try:  # the index only: a reader's check must not read every frame
+                file_size = int(_sync(zstore.getsize(file_key)))
+                raw = _get_bytes(zstore, file_key, suffix=min(file_size, 16 * n_inner + 4)) if file_size else b""
             except Exception as exc:
                 scan.add(lo, hi, label, f"{_reason(exc)}; expected a readable shard")
                 continue
-            n_inner = int(np.prod([u // c for u, c in zip(unit, inner)]))
-            entries, problem = _shard_index(sharding, raw, n_inner)
+            entries, problem = _shard_index(raw or b"", n_inner, file_size)
             if problem:
                 scan.add(lo, hi, label, f"{problem}; expected an intact shard")
                 continue
@@ -694,8 +705,8 @@ def check_before_reading(path: str | os.PathLike, keys: Iterable[str], meta_fiel
     if report.skipped:
         damaged = sorted({p.key for p in ignored if p.key})
         note = f"; damage found in {', '.join(damaged)}: {ignored[0]}" if damaged else ""
-        log.warning("%s: %s reads %s; skipped checking the chunks of %s (not read)%s", path, command,
-                    ", ".join(keys) or "no data keys", ", ".join(report.skipped), note)
+        (log.warning if damaged else log.info)("%s: %s reads %s; skipped checking the chunks of %s (not read)%s", path,
+                                               command, ", ".join(keys) or "no data keys", ", ".join(report.skipped), note)
     elif ignored:
         log.warning("%s: %s does not read %s, which is damaged: %s", path, command, ignored[0].key, ignored[0])
     return report
@@ -718,6 +729,6 @@ def store_read_failure(exc: BaseException, path: str, step: int, checkpoint: str
     if not (damaged or from_zarr):
         return None
     what = text.strip().splitlines()[0] if damaged and text.strip() else _reason(exc, text)
-    what = what.removeprefix(f"{path}: ")
+    what = what.removeprefix(f"{path}: ").split("; run `robolearn data validate")[0]
     return UserError(f"{path}: {what}; training stopped at step {step} ({checkpoint}); "
                      f"`robolearn data validate {path}` lists every damaged chunk")
