@@ -227,3 +227,31 @@ def test_rechunk_with_another_camera_codec_reads_through_the_fast_path(tmp_path)
     fast = store.read_frames("cam", np.arange(store.n_steps))
     assert np.array_equal(fast, store.get("cam"))  # the fast path decodes exactly what zarr decodes
     assert np.abs(fast.astype(int) - want).max() <= 12  # lossy, close
+
+
+def test_torn_tail_shard_of_an_interrupted_append_is_trimmed_not_damage(tmp_path, capsys):
+    """A writer died during an append: the tail shard was rewritten (atomically, by rename) with
+    uncommitted frames, the next shard file is torn, and a temp file was left behind."""
+    from robolearn.cli import main
+
+    path = tmp_path / "s.zarr"
+    frames_store(path, lengths=(6,))  # shards of 4 frames: shard 1 holds committed rows 4, 5
+    raw = zarr.open_group(str(path), mode="r+")
+    for key, value in (("cam", np.full((5, 6, 5, 3), 99, np.uint8)), ("action", np.full((5, 2), 99, np.float32))):
+        raw[f"data/{key}"].resize((11,) + value.shape[1:])
+        raw[f"data/{key}"][6:11] = value  # beyond the commit point
+    torn = path / "data/cam/c/2/0/0/0"
+    torn.write_bytes(torn.read_bytes()[:37])  # died half way through writing shard 2
+    (path / "data/cam/c/1/0/0/0.3f2a.partial").write_bytes(b"half a shard")
+
+    reader = EpisodeStore.open(path)  # readers see the committed episode only, intact
+    assert reader.n_episodes == 1 and reader.read_frames("cam", [4, 5])[:, 0, 0, 0].tolist() == [4, 5]
+    main(["data", "validate", str(path)])  # validate names the uncommitted tail, no damaged chunk
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all("uncommitted" in line and "crc" not in line and "chunk" not in line for line in lines), lines
+    writer = EpisodeStore.open(path, mode="a")  # the append handle trims the tail
+    assert writer.array("cam").shape[0] == 6 and not torn.exists() and not list(path.rglob("*.partial"))
+    writer.append_episode({"cam": np.full((3, 6, 5, 3), 7, np.uint8), "action": np.zeros((3, 2), np.float32)})
+    again = EpisodeStore.open(path)
+    assert again.read_frames("cam", np.arange(9))[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5, 7, 7, 7]
+    assert main(["data", "validate", str(path)]) == 0
