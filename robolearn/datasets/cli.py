@@ -3,7 +3,9 @@
     robolearn data info STORE [--json]             what is in a store (keys, shapes, chunking, stats, meta)
     robolearn data validate STORE [--quick]        every problem, one line each; exit 1 if any
     robolearn data repair STORE --out NEW          a new store of the episodes whose chunks all verify
-    robolearn data import SRC DST [--format F]     diffusion_policy zarr / robomimic HDF5 -> store
+    robolearn data import SRC DST [--format F]     diffusion_policy zarr / robomimic HDF5 / LeRobot v3.0 dir -> store
+    robolearn data export STORE DST --format lerobot [--fps N] [--vcodec C]
+                                                   store -> LeRobot v3.0 dataset directory (lerobot.py)
     robolearn data stats STORE [--json]            recompute and save per-key statistics
     robolearn data rechunk STORE [--out NEW] [--image-codec SPEC|KEY=SPEC ...] [--frames-per-shard F]
                                                    rewrite a store in format 2 (checksums, sharded cameras), atomically
@@ -24,7 +26,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("diffusion_policy", "robomimic")
+FORMATS = ("diffusion_policy", "robomimic", "lerobot")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "repeatable")
     q.set_defaults(func=run_repair)
 
-    q = sub.add_parser("import", help="import a peer dataset", description="Import a diffusion_policy zarr or robomimic HDF5.")
+    q = sub.add_parser("import", help="import a peer dataset", description="Import a diffusion_policy zarr, robomimic HDF5 or local LeRobot v3.0 dataset directory.")
     q.add_argument("src", help="source dataset (zarr directory/.zip or .hdf5 file)")
     q.add_argument("dst", help="destination store (must not exist unless --overwrite)")
     q.add_argument("--format", choices=FORMATS, default=None, help="source format (guessed from the path if omitted)")
@@ -67,6 +69,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="camera codec of the new store: blosc (lossless) or webp|jpeg|jpegxl|avif|jpeg2k[:QUALITY], for "
                    "every camera (SPEC) or one key (KEY=SPEC, repeatable); default: the store default")
     q.set_defaults(func=run_import)
+
+    q = sub.add_parser("export", help="export a store for a peer", description="Write a store as a LeRobot v3.0 dataset "
+                       "directory (parquet + mp4, readable by LeRobotDataset). Atomic: built beside DST, then renamed.")
+    q.add_argument("store", help="store path")
+    q.add_argument("dst", help="destination directory (must not exist unless --overwrite)")
+    q.add_argument("--format", choices=("lerobot",), required=True, help="destination format")
+    q.add_argument("--fps", type=int, default=None, help="frame rate of the episodes (default: the store's fps attr)")
+    q.add_argument("--vcodec", choices=("libsvtav1", "h264", "hevc", "none"), default="libsvtav1",
+                   help="RGB camera video codec (LeRobot's default libsvtav1); none: lossless PNG frames in the parquet rows")
+    q.add_argument("--action-key", default="action", help="data key that becomes LeRobot's `action`")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    q.set_defaults(func=run_export)
 
     q = sub.add_parser("stats", help="recompute statistics", description="Recompute and save per-key statistics.")
     q.add_argument("store", help="store path (a local directory or URL; not a .zip)")
@@ -276,11 +290,25 @@ def run_import(args: argparse.Namespace) -> int:
     from robolearn.datasets.importers import detect_format, import_dataset
     from robolearn.datasets.store import EpisodeStore
 
-    fmt = args.format or detect_format(args.src)
-    import_dataset(args.src, args.dst, fmt=fmt, overwrite=args.overwrite, progress=True, image_codecs=args.image_codec)
+    from robolearn.datasets.lerobot import import_lerobot, is_lerobot_dir
+
+    fmt = args.format or ("lerobot" if is_lerobot_dir(args.src) else detect_format(args.src))
+    if fmt == "lerobot":
+        import_lerobot(args.src, args.dst, overwrite=args.overwrite, progress=True, image_codecs=args.image_codec)
+    else:
+        import_dataset(args.src, args.dst, fmt=fmt, overwrite=args.overwrite, progress=True, image_codecs=args.image_codec)
     with EpisodeStore.open(args.dst) as store:
         print(f"{args.dst}: imported {store.n_episodes} episodes, {store.n_steps} steps, "
               f"keys {', '.join(store.keys)} from {args.src} ({fmt}); validated ok")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from robolearn.datasets.lerobot import describe_export, export_lerobot
+
+    export_lerobot(args.store, args.dst, fps=args.fps, vcodec=None if args.vcodec == "none" else args.vcodec,
+                   action_key=args.action_key, overwrite=args.overwrite, progress=True)
+    print(f"{args.dst}: LeRobot v3.0 dataset from {args.store}: {describe_export(args.dst)}")
     return 0
 
 
