@@ -9,6 +9,10 @@ sampled step (-(To-1)/fps .. 0), and `action_horizon` actions from it (0 .. (Ta-
 WindowDataset, LeRobot pads past an episode's ends with the edge value (and flags it in `<key>_is_pad`).
 Windows are drawn in random order (DataLoader shuffle, seeded) and batched by torch's default collate.
 `--warmup` batches (worker start-up, decoder and file-handle caches filling) are left out of the timing.
+`--torch-threads` (default 1) sets torch's intra-op threads in the main process: each window does a few tiny
+tensor ops (LeRobot's timestamp matching), and torch's thread pool on a shared 2-core machine made them ~10x
+slower (11 ms vs 106 ms per window at load 10); one thread is LeRobot's best case here, and what each
+DataLoader worker uses anyway.
 
 Prints one JSON object: windows/s, the timing and the load average, the keys read, and exactly what ran
 (`lerobot_compat.describe`: lerobot-dataset, torch, torchvision, PyAV / FFmpeg versions, the decoder).
@@ -77,9 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--obs-keys", nargs="*", default=None, help="features to window (default: cameras + observation.*)")
     p.add_argument("--video-backend", default="pyav", help="LeRobot's video_backend (pyav is what loads here)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads in the main process")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
 
+    torch.set_num_threads(args.torch_threads)
     root = Path(args.dataset)
     if not (root / "meta" / "info.json").is_file():
         raise SystemExit(f"{root / 'meta' / 'info.json'}: missing; expected a LeRobot v3.0 dataset directory")
