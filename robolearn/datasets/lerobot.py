@@ -73,7 +73,9 @@ VIDEO_FILE_MB = 200  # LeRobot's DEFAULT_VIDEO_FILE_SIZE_IN_MB
 VIDEO_CODECS = {
     "libsvtav1": {"g": "2", "crf": "30", "preset": "12"},
     "h264": {"g": "2", "crf": "30"},
-    "hevc": {"g": "2", "crf": "30"},
+    # + no B-frames: with x265's default B-frames, FFmpeg's backward keyframe seek (LeRobot's pyav path) can land
+    # after the asked-for time, and LeRobot's reader then refuses the frame as out of tolerance
+    "hevc": {"g": "2", "crf": "30", "x265-params": "bframes=0:log-level=error"},
 }
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 NUMERIC_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -661,8 +663,11 @@ def export_lerobot(
         if vcodec is not None:
             import av
 
-            if vcodec not in av.codecs_available:
-                raise UserError(f"--vcodec {vcodec}: this PyAV ({av.__version__}) has no such encoder; pass --vcodec h264 or hevc")
+            try:
+                av.codec.Codec(vcodec, "w")
+            except Exception:  # PyAV raises UnknownCodecError (a ValueError) or FFmpeg errors
+                raise UserError(f"--vcodec {vcodec}: this PyAV ({av.__version__}) has no such encoder; pass another "
+                                f"--vcodec ({', '.join(VIDEO_CODECS)}) or none") from None
         plan = _plan_export(store, action_key, vcodec)
         schema_fields = [pa.field(p["feature"], _arrow_type(p)) for p in plan.values() if p["kind"] != "video"]
         schema_fields += [pa.field("timestamp", pa.float32()), pa.field("frame_index", pa.int64()),
