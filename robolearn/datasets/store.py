@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "robolearn.episodes"
 FORMAT_VERSION = 2
 FRAMES_PER_SHARD = 64  # frames per image shard file (measured in benchmarks/loader.py)
+CHECKSUMS = True  # False only in benchmarks/loader.py: the same layout without per-chunk crc32c, to measure its cost
 LAYOUT_ATTRS = ("format", "format_version", "image_codecs", "image_codec_default", "frames_per_shard", "stats")
 LOWDIM_CHUNK_BYTES = 1 << 20  # aim for ~1 MiB chunks of low-dim data
 MAX_LOWDIM_CHUNK_STEPS = 4096
@@ -73,7 +74,14 @@ class StoreDamaged(UserError):
 
 
 def _lowdim_codecs() -> list:
-    return [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"), Crc32cCodec()]
+    return [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"), *([Crc32cCodec()] if CHECKSUMS else [])]
+
+
+def _image_codecs(spec) -> dict[str, Any]:
+    kw = dict(codecs.image_chunk_codecs(spec))
+    if not CHECKSUMS:
+        kw["compressors"] = [c for c in kw["compressors"] if not isinstance(c, Crc32cCodec)]
+    return kw
 
 
 def _checked(**kw) -> dict[str, Any]:
@@ -104,15 +112,15 @@ class _ShardFrames:
     (nothing rewrites it then), and keyed on the file's identity (inode, size, mtime) for the
     tail shard, which every append replaces. At most `max_open` shards are held open."""
 
-    def __init__(self, store: "EpisodeStore", key: str, arr: zarr.Array, spec, max_open: int = 256):
+    def __init__(self, store: "EpisodeStore", key: str, arr: zarr.Array, spec, crc: bool = True, max_open: int = 256):
         self._decode = codecs.decode_chunk
-        self.store, self.key, self.spec = store, key, spec
+        self.store, self.key, self.spec, self.crc = store, key, spec, crc
         self.frames = int(arr.shards[0])
         self.frame_shape = tuple(int(x) for x in arr.shape[1:])
         self.index_bytes = 16 * self.frames + 4
         self.dir = Path(store.path) / "data" / key
         self._encode_key = arr.metadata.encode_chunk_key
-        self._cache: dict[int, tuple[tuple, int, list]] = {}  # shard -> (identity, fd, F [offset, nbytes] pairs)
+        self._cache: dict[int, tuple] = {}  # shard -> (identity, fd, F [offset, nbytes] pairs, full when cached)
         self.max_open = max_open
 
     @classmethod
@@ -128,19 +136,21 @@ class _ShardFrames:
         inner, index = tuple(shard.codecs), tuple(shard.index_codecs)
         if (shard.index_location != ShardingCodecIndexLocation.end or tuple(shard.chunk_shape) != (1, *arr.shape[1:])
                 or len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
-                or not inner or not isinstance(inner[-1], Crc32cCodec)):
+                or not inner):
             return None
-        if len(inner) == 3 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec):
+        crc = isinstance(inner[-1], Crc32cCodec)
+        inner = inner[:-1] if crc else inner
+        if len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec):
             spec = codecs.parse_image_codec(codecs.LOSSLESS)  # Blosc frames carry their own parameters
-        elif len(inner) == 2 and isinstance(inner[0], codecs.ImageCodec):
+        elif len(inner) == 1 and isinstance(inner[0], codecs.ImageCodec):
             spec = inner[0].spec
         else:
             return None
-        return cls(store, key, arr, spec)
+        return cls(store, key, arr, spec, crc)
 
     def close(self) -> None:
-        for _, fd, _ in self._cache.values():
-            os.close(fd)
+        for entry in self._cache.values():
+            os.close(entry[1])
         self._cache.clear()
 
     def __del__(self) -> None:
@@ -167,7 +177,7 @@ class _ShardFrames:
         full = (shard + 1) * self.frames <= self.store.n_steps
         hit = self._cache.get(shard)
         if hit is not None:
-            if full:
+            if hit[3]:  # was full of committed frames when cached: nothing rewrites it any more
                 return hit[1], hit[2]
             try:
                 st = os.stat(path)
@@ -196,14 +206,14 @@ class _ShardFrames:
             raise
         if len(self._cache) >= self.max_open:
             os.close(self._cache.pop(next(iter(self._cache)))[1])
-        self._cache[shard] = ((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), fd, index)
+        self._cache[shard] = ((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), fd, index, full)
         return fd, index
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """Frames `rows` (sorted, unique, committed) -> (n, H, W, C) uint8."""
         out = np.empty((len(rows), *self.frame_shape), dtype=np.uint8)
         shape, spec, decode, crc, pread, frames = (1, *self.frame_shape), self.spec, self._decode, google_crc32c.value, os.pread, self.frames
-        shard, fd, index = -1, -1, []
+        shard, fd, index, checked = -1, -1, [], self.crc
         for k, row in enumerate(rows.tolist()):
             if row // frames != shard:
                 shard = row // frames
@@ -214,9 +224,12 @@ class _ShardFrames:
             payload = pread(fd, nbytes, offset)
             if len(payload) != nbytes or nbytes < 4:
                 raise self._damaged(shard, row, "frame truncated")
-            body = payload[:-4]
-            if crc(body) != int.from_bytes(payload[-4:], "little"):
-                raise self._damaged(shard, row, "frame fails its crc32c checksum")
+            if checked:
+                body = payload[:-4]
+                if crc(body) != int.from_bytes(payload[-4:], "little"):
+                    raise self._damaged(shard, row, "frame fails its crc32c checksum")
+            else:
+                body = payload
             try:
                 decode(spec, body, shape, out=out[k : k + 1])
             except Exception as exc:
@@ -571,7 +584,7 @@ class EpisodeStore:
         arr = self._root.create_array(
             f"data/{key}", **_checked(shape=shape, chunks=(1,) + value.shape[1:], shards=(frames,) + value.shape[1:],
                                       dtype=value.dtype, fill_value=0, attributes={"image_codec": str(spec)},
-                                      **codecs.image_chunk_codecs(spec)))
+                                      **_image_codecs(spec)))
         spec = str(spec)
         if codecs_by_key.get(key) != spec:
             attrs["image_codecs"] = {**codecs_by_key, key: spec}
@@ -641,6 +654,7 @@ class EpisodeStore:
         ends.resize((n + 1,))
         ends[n] = end
         self.episode_ends = np.append(self.episode_ends, np.int64(end))
+        self._drop_frame_readers()  # their idea of which shards are full is out of date
 
         self._update_running_stats(data)
         return n

@@ -81,6 +81,9 @@ def test_read_frames_sees_appends_through_the_rewritten_tail_shard(tmp_path):
     writer.append_episode({"cam": np.full((3, 6, 5, 3), 77, np.uint8), "action": np.zeros((3, 2), np.float32)})
     reader.refresh()
     assert reader.read_frames("cam", [5, 6, 7, 8])[:, 0, 0, 0].tolist() == [5, 77, 77, 77]
+    assert writer.read_frames("cam", [8])[0, 0, 0, 0] == 77  # the writer caches shard 2 as its tail ...
+    writer.append_episode({"cam": np.full((4, 6, 5, 3), 88, np.uint8), "action": np.zeros((4, 2), np.float32)})
+    assert writer.read_frames("cam", [8, 9, 12])[:, 0, 0, 0].tolist() == [77, 88, 88]  # ... which its append filled
 
 
 def test_damaged_frame_raises_store_damaged_naming_array_chunk_and_episode(tmp_path):
