@@ -318,8 +318,13 @@ def _lerobot_episodes(root: Path, info: dict, plan: dict, episodes: list[dict]) 
             else:
                 vpath = root / info["video_path"].format(video_key=name, chunk_index=ep[f"videos/{name}/chunk_index"],
                                                          file_index=ep[f"videos/{name}/file_index"])
-                data[p["key"]] = _decode_video(vpath, float(ep[f"videos/{name}/from_timestamp"]), timestamps, fps,
-                                               f"episode {e}")
+                frames = _decode_video(vpath, float(ep[f"videos/{name}/from_timestamp"]), timestamps, fps, f"episode {e}")
+                shape = p["shape"]  # (H, W, C) as LeRobot records it, or (C, H, W) in some datasets
+                want = tuple(shape[:2]) if len(shape) == 3 and shape[-1] in (1, 3, 4) else tuple(shape[1:3])
+                if frames.shape[1:3] != want:
+                    raise UserError(f"{vpath}: frames of {frames.shape[1]}x{frames.shape[2]} (height x width); "
+                                    f"meta/info.json gives {name} the shape {list(shape)}")
+                data[p["key"]] = frames
         tasks = [t for t in (ep.get("tasks") or []) if isinstance(t, str)]
         meta: dict[str, Any] = {"instruction": "; ".join(tasks), "lerobot_episode": int(e)}
         for column, value in ep.items():
