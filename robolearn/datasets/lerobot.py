@@ -244,39 +244,34 @@ def _decode_video(path: Path, start_s: float, timestamps: np.ndarray, fps: float
 
     targets = start_s + np.asarray(timestamps, dtype=np.float64)
     tol = 0.5 / fps
-    frames, times = [], []
+    lo, hi = float(targets.min()) - tol, float(targets.max()) + tol
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            lo, hi = float(targets.min()) - tol, float(targets.max()) + tol
-            container.seek(max(int(lo / float(stream.time_base)), 0), backward=True, any_frame=False, stream=stream)
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                t = float(frame.pts * frame.time_base)
-                if t < lo:
-                    continue
-                if t > hi:
+            # FFmpeg seeks to a keyframe by decode time; with B-frames that keyframe can be shown after `lo`, so
+            # seek a second early, and to the start if the episode's first frame was still missed
+            for seek_s in (max(lo - 1.0, 0.0), 0.0):
+                frames, times = [], []
+                container.seek(int(seek_s / float(stream.time_base)), backward=True, any_frame=False, stream=stream)
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        continue
+                    t = float(frame.pts * frame.time_base)
+                    if t < lo:
+                        continue
+                    if t > hi:
+                        break
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    times.append(t)
+                if (times and min(times) <= lo + 2 * tol) or seek_s == 0.0:
                     break
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(t)
     except (av.error.FFmpegError, IndexError) as exc:
         raise UserError(f"{path}: not a readable video ({exc})") from None
-    times_arr = np.asarray(times)
-    if len(times_arr):
-        order = np.argsort(times_arr)
-        times_arr = times_arr[order]
-        frames = [frames[i] for i in order]
-        pos = np.clip(np.searchsorted(times_arr, targets), 1, len(times_arr)) if len(times_arr) > 1 else np.zeros(len(targets), int)
-        if len(times_arr) > 1:
-            left_closer = np.abs(targets - times_arr[pos - 1]) <= np.abs(targets - times_arr[np.minimum(pos, len(times_arr) - 1)])
-            pick = np.where(left_closer, pos - 1, np.minimum(pos, len(times_arr) - 1))
-        else:
-            pick = pos
-        ok = np.abs(times_arr[pick] - targets) <= tol
-    else:
-        pick, ok = np.zeros(len(targets), int), np.zeros(len(targets), bool)
+    # the decoded frame nearest each target time (an episode's targets x its decoded frames: small)
+    times_arr = np.asarray(times if times else [np.inf])
+    pick = np.abs(targets[:, None] - times_arr[None, :]).argmin(axis=1)
+    ok = np.abs(times_arr[pick] - targets) <= tol
     if not ok.all():
         first = int(np.argmin(ok))
         raise UserError(
