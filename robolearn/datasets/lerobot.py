@@ -1,6 +1,7 @@
 """LeRobot v3.0 datasets in and out of robolearn episode stores.
 
-LeRobot's dataset format (codebase_version "v3.0", huggingface/lerobot `LeRobotDataset`):
+LeRobot's dataset format (codebase_version "v3.0": `LeRobotDataset` of huggingface/lerobot, Cadene et al. 2024,
+as its standalone `lerobot-dataset` 0.4.4 package writes and reads it; tested against that package):
 
     meta/info.json                  fps, features {name: {dtype, shape, names, info}}, path templates, totals
     meta/stats.json                 per feature: min, max, mean, std, count, q01/q10/q50/q90/q99
@@ -30,10 +31,11 @@ every data file's row count equal to the lengths meta/episodes gives it, every e
 Export (`export_lerobot`): the reverse, readable by LeRobot's own LeRobotDataset. RGB cameras with even
 height and width become "video" features encoded as LeRobot encodes them by default (libsvtav1, yuv420p,
 GOP 2, CRF 30, preset 12 - `encode_video_frames` in lerobot/datasets/video_utils.py; `vcodec` picks h264 or
-hevc instead, as LeRobot's `vcodec` does); other camera arrays (1, 2 or 4 channels, odd sizes) become
-"image" features (PNG in the parquet rows), which are lossless. The action key stays `action`, other keys
-become `observation.<key>` (cameras `observation.images.<key>`); per-step arrays of more than one dimension
-are flattened to a vector (LeRobot's hf schema handles vectors everywhere). Instructions become tasks (an
+hevc instead, as LeRobot's `vcodec` does, hevc without B-frames so LeRobot's PyAV seek finds every frame);
+other camera arrays (1, 2 or 4 channels, odd sizes) become "image" features (PNG in the parquet rows),
+which are lossless. The action key stays `action`, other keys become `observation.<key>` (cameras
+`observation.images.<key>`); per-step arrays of more than one dimension are flattened to a vector
+(LeRobot's hf schema handles vectors everywhere). Instructions become tasks (an
 episode without one gets the store's `task` attr, else ""). fps comes from the store's `fps` attr or the
 `fps` argument: a store without either is refused. info.json also carries a "robolearn" entry (the key
 names, original shapes, the store's attrs) and meta/episodes a `robolearn/<field>` column per episode
