@@ -200,41 +200,58 @@ class WindowDataset:
         return self.store.read_frames(key, idx)  # each frame once (repeats at the edges are copies)
 
     def _window_indices(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-        t, start, end, ep = (int(v) for v in self._index[i])
-        obs_idx = np.clip(np.arange(t - self.obs_horizon + 1, t + self.obs_future + 1), start, end - 1)
-        act_range = np.arange(t, t + self.action_horizon)
+        t, start, end, ep = self._index[i].tolist()
+        obs_idx = np.minimum(np.maximum(self._obs_offsets + t, start), end - 1)
+        act_range = self._act_offsets + t
         return obs_idx, act_range, np.minimum(act_range, end - 1), ep, t - start
 
+    @property
+    def _obs_offsets(self) -> np.ndarray:
+        return np.arange(-self.obs_horizon + 1, self.obs_future + 1)
+
+    @property
+    def _act_offsets(self) -> np.ndarray:
+        return np.arange(self.action_horizon)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self._window(i, {})
+        return self._window(i, {}, {})
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """A whole batch at once (DataLoader calls this): one store read per camera, not one per window.
 
         Every frame the batch needs is read once by `EpisodeStore.read_frames` (on a format-2
-        store straight from the shard files: byte range, checksum, decode; no zarr per chunk).
+        store straight from the shard files: byte range, checksum, decode; no zarr per chunk) and
+        gathered into (batch, steps, ...) in one step; each window gets its slice.
         """
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         obs_lazy = [k for k in self.obs_keys if k not in self._ram]
         future_lazy = [k for k in self.future_keys if k not in self._ram]
-        obs_rows = [self._window_indices(i)[0] for i in indices] if obs_lazy else []
-        future_rows = [np.array([self._future_index(i) for i in indices])] if future_lazy else []
-        frames: dict[str, dict[int, np.ndarray]] = {}
+        t, start, end = (self._index[indices, c] for c in range(3))
+        obs_rows = np.minimum(np.maximum(t[:, None] + self._obs_offsets, start[:, None]), end[:, None] - 1)
+        future_rows = np.minimum(t + self.future_steps, end - 1)[:, None]
+        obs: dict[str, np.ndarray] = {}
+        future: dict[str, np.ndarray] = {}
         for key in dict.fromkeys([*obs_lazy, *future_lazy]):
-            needed = np.unique(np.concatenate((obs_rows if key in obs_lazy else []) + (future_rows if key in future_lazy else [])))
-            frames[key] = dict(zip(needed.tolist(), self.store.read_frames(key, needed)))
-        return [self._window(i, frames) for i in indices]
+            rows = np.concatenate(([obs_rows] if key in obs_lazy else []) + ([future_rows] if key in future_lazy else []), axis=1)
+            needed, where = np.unique(rows, return_inverse=True)
+            got = self.store.read_frames(key, needed)[where.reshape(rows.shape)]  # (batch, steps, ...)
+            if key in obs_lazy:
+                obs[key] = got[:, : obs_rows.shape[1]]
+            if key in future_lazy:
+                future[key] = got[:, -1]
+        return [self._window(i, {k: v[b] for k, v in obs.items()}, {k: v[b] for k, v in future.items()})
+                for b, i in enumerate(indices.tolist())]
 
     def _future_index(self, i: int) -> int:
-        t, _, end, _ = (int(v) for v in self._index[i])
+        t, _, end, _ = self._index[i].tolist()
         return min(t + self.future_steps, end - 1)
 
-    def _window(self, i: int, frames: dict[str, dict[int, np.ndarray]]) -> dict[str, Any]:
+    def _window(self, i: int, frames: dict[str, np.ndarray], future: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Window `i`; `frames` / `future`: its observation steps / future frame of keys already read."""
         obs_idx, act_range, act_idx, ep, t = self._window_indices(i)
 
         def obs(key: str) -> np.ndarray:
-            if key in frames:
-                return np.stack([frames[key][j] for j in obs_idx.tolist()])
-            return self._rows(key, obs_idx)
+            return frames[key] if key in frames else self._rows(key, obs_idx)
 
         item = {
             "obs": {k: obs(k) for k in self.obs_keys},
@@ -261,7 +278,7 @@ class WindowDataset:
             item["subgoal"] = {k: v[g] for k, v in self._subgoal.items()}
         if self.future_keys:
             j = self._future_index(i)
-            item["future"] = {k: frames[k][j] if k in frames else self._rows(k, np.array([j]))[0] for k in self.future_keys}
+            item["future"] = {k: future[k] if k in future else self._rows(k, np.array([j]))[0] for k in self.future_keys}
         if self.obs_future:  # True where a step past the episode end repeats the last frame
             item["obs_is_pad"] = np.arange(g - self.obs_horizon + 1, g + self.obs_future + 1) > obs_idx
         return item
