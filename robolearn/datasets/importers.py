@@ -33,8 +33,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from robolearn.datasets.store import AtomicStoreWriter, _is_url, _to_python, store_exists
-from robolearn.datasets.validate import _reason as read_failure_reason
-from robolearn.datasets.validate import open_raw_group, read_episode_ends, scan, validate_store
+from robolearn.datasets.validate import open_raw_group, read_episode_ends, read_failure_reason, scan, validate_store
 from robolearn.errors import UserError
 
 log = logging.getLogger(__name__)

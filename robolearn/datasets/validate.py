@@ -131,7 +131,7 @@ def _get_bytes(zstore, key: str, suffix: int | None = None) -> bytes | None:
     return None if buf is None else buf.to_bytes()
 
 
-def _reason(exc: BaseException, text: str | None = None) -> str:
+def read_failure_reason(exc: BaseException, text: str | None = None) -> str:
     """A short, one-line account of why a read failed."""
     text = str(exc) if text is None else text
     text = text.strip().splitlines()[-1] if text.strip() else ""
@@ -212,7 +212,7 @@ def _inventory(path: str, robolearn: bool) -> tuple[Report, Any]:
     except Exception as exc:
         if "data" not in top and "meta" not in top:
             raise UserError(f"{path}: not a zarr store (expected a zarr group with data/ and meta/episode_ends)") from exc
-        what = "missing" if not METADATA_FILES & set(top) else f"unreadable ({_reason(exc)})"
+        what = "missing" if not METADATA_FILES & set(top) else f"unreadable ({read_failure_reason(exc)})"
         report.problems.append(Problem("zarr.json", f"root metadata {what}; expected the store's root group "
                                        f"(format, statistics, task attrs)", blocks=True))
     if "data" not in top:
@@ -247,7 +247,7 @@ def _ends_values(ends_arr: zarr.Array, report: Report) -> np.ndarray | None:
     try:
         return np.asarray(ends_arr[:], dtype=np.int64)
     except Exception as exc:
-        report.problems.append(Problem("meta/episode_ends", f"{_reason(exc)}; expected readable episode ends",
+        report.problems.append(Problem("meta/episode_ends", f"{read_failure_reason(exc)}; expected readable episode ends",
                                        key="meta/episode_ends", blocks=True))
         return None
 
@@ -456,7 +456,7 @@ def scan_chunks(zstore, arr: zarr.Array, where: str, key: str, n_rows: int, ends
                 file_size = int(_sync(zstore.getsize(file_key)))
                 raw = _get_bytes(zstore, file_key, suffix=min(file_size, 16 * n_inner + 4)) if file_size else b""
             except Exception as exc:
-                scan.add(lo, hi, label, f"{_reason(exc)}; expected a readable shard")
+                scan.add(lo, hi, label, f"{read_failure_reason(exc)}; expected a readable shard")
                 continue
             entries, problem = _shard_index(raw or b"", n_inner, file_size)
             if problem:
@@ -479,13 +479,13 @@ def scan_chunks(zstore, arr: zarr.Array, where: str, key: str, n_rows: int, ends
                     arr[(slice(a, min(a + inner[0], hi)),) + region[1:]]
                 except Exception as exc:
                     scan.add(a, min(a + inner[0], hi), f"{label} inner chunk {(a - region[0].start) // inner[0]}",
-                             f"{_reason(exc)}; expected an intact chunk")
+                             f"{read_failure_reason(exc)}; expected an intact chunk")
             continue
         try:
             block = arr[(slice(lo, hi),) + region[1:]]
         except Exception as exc:
             if sharding is None:
-                scan.add(lo, hi, label, f"{_reason(exc)}; expected an intact chunk")
+                scan.add(lo, hi, label, f"{read_failure_reason(exc)}; expected an intact chunk")
                 continue
             for a in range(lo, hi, inner[0]):  # find the inner chunks (frames) that fail
                 b = min(a + inner[0], hi)
@@ -493,7 +493,7 @@ def scan_chunks(zstore, arr: zarr.Array, where: str, key: str, n_rows: int, ends
                     arr[(slice(a, b),) + region[1:]]
                 except Exception as inner_exc:
                     scan.add(a, b, f"{label} inner chunk {(a - region[0].start) // inner[0]}",
-                             f"{_reason(inner_exc)}; expected an intact chunk")
+                             f"{read_failure_reason(inner_exc)}; expected an intact chunk")
             continue
         if values:
             _look_at_values(scan, block, lo, ranges)
@@ -657,16 +657,6 @@ def validate_store(path: str | os.PathLike, robolearn: bool = True, values: bool
     return _printable(scan(path, robolearn=robolearn, quick=quick, values=values, stats=stats))
 
 
-def check_group(group: zarr.Group, robolearn: bool = True, values: bool = True, stats: bool = True) -> list[str]:
-    """Every problem with an open raw store group (a diffusion_policy source, say)."""
-    store = group.store
-    root = getattr(store, "root", None) or getattr(store, "path", None)
-    path = str(root) if root is not None else ""
-    if path and store_exists(path):
-        return validate_store(path, robolearn=robolearn, values=values, stats=stats)
-    raise UserError(f"{group}: cannot check this store (expected a local directory, .zip or URL)")
-
-
 def require_valid(path: str | os.PathLike, robolearn: bool = True, values: bool = True, stats: bool = False) -> None:
     """Raise UserError naming the first problem (and how many more) unless the store is sound
     (every low-dim chunk decoded; cameras: chunk files, shard indexes, first and last frame)."""
@@ -728,7 +718,7 @@ def store_read_failure(exc: BaseException, path: str, step: int, checkpoint: str
         text = text.partition(": ")[2] or text
     if not (damaged or from_zarr):
         return None
-    what = text.strip().splitlines()[0] if damaged and text.strip() else _reason(exc, text)
+    what = text.strip().splitlines()[0] if damaged and text.strip() else read_failure_reason(exc, text)
     what = what.removeprefix(f"{path}: ").split("; run `robolearn data validate")[0]
     return UserError(f"{path}: {what}; training stopped at step {step} ({checkpoint}); "
                      f"`robolearn data validate {path}` lists every damaged chunk")

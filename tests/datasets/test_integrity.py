@@ -246,8 +246,6 @@ def test_intact_store_validates_and_trains(pristine, tmp_path, capsys, caplog):
 
 def _spoil_frames(store: Path, keep: set[int]) -> None:
     """Flip a byte inside every camera frame except `keep` (the shard indexes stay intact)."""
-    import google_crc32c  # noqa: F401  (zarr's crc32c; the index layout is robolearn's: see validate.py)
-
     for shard in sorted((store / "data" / "cam_image" / "c").iterdir(), key=lambda p: int(p.name)):
         f = shard / "0" / "0" / "0"
         raw = bytearray(f.read_bytes())
