@@ -162,28 +162,33 @@ def serve(args, device: str) -> int:
         overrides["scheduling.mode"] = args.mode
     cfg = load_robot_config(args.robot, overrides)
     goal_args = GoalArgs(args)
-    proc = None
+    supervisor = None
     if args.remote:
         from robolearn.real_robot.remote import RemotePolicy
 
         policy = RemotePolicy(args.remote, args.token, timeout_s=max(1.0, 2 * cfg.safety.inference_deadline_s))
-    elif args.inference == "process":
+    elif args.inference == "process":  # supervised: restarted up to [safety].policy_restarts times, then stop
         from robolearn.real_robot.remote import spawn_local_server
+        from robolearn.real_robot.worker import PolicyProcess
 
-        proc, policy = spawn_local_server(args.checkpoint, device, timeout_s=2 * cfg.safety.inference_deadline_s)
+        supervisor = PolicyProcess(lambda: spawn_local_server(args.checkpoint, device,
+                                                              timeout_s=2 * cfg.safety.inference_deadline_s),
+                                   cfg.safety.policy_restarts)
+        policy = supervisor.policy
     else:
         policy = load_checkpoint(args.checkpoint, device)
     try:  # before the arm is touched: a goal this policy cannot take is one line, nothing moves
         goal = goal_args.resolve(goal_config(policy), where=args.checkpoint or args.remote)
     except UserError:
-        if proc is not None:
-            proc.kill()
+        if supervisor is not None:
+            supervisor.close()
         raise
     if args.compile and device.startswith("cuda") and args.inference == "thread" and not args.remote:
         policy = torch.compile(policy)
     driver = make_driver(cfg.driver, cfg)
     try:
-        daemon = Daemon(cfg, driver, policy, events=EventLog(cfg.event_log), device=device, goal=goal)
+        daemon = Daemon(cfg, driver, policy, events=EventLog(cfg.event_log), device=device, goal=goal,
+                        supervisor=supervisor)
     except ValueError as exc:
         raise UserError(f"{cfg.source}: {exc}") from None
     control = ControlServer(cfg.control_socket, daemon) if cfg.control_socket else None
@@ -200,6 +205,8 @@ def serve(args, device: str) -> int:
         control.close()
     n = len(stats.lateness)
     print(f"stopped after {n} ticks, {stats.deadline_misses} deadline misses")
+    if daemon.fatal:  # the arm is already stopped; one line, non-zero exit
+        raise UserError(daemon.fatal)
     return 0
 
 

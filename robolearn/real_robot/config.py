@@ -56,6 +56,8 @@ class SafetyConfig:
     worker_silent_s: float = 2.0  # no heartbeat from the policy worker -> stopped
     driver_silent_s: float = 0.1  # driver read errors for this long -> stopped
     gripper_step: float = 0.1  # max change of the gripper command (0..1) per tick
+    policy_restarts: int = 2  # a local policy process (--inference process) that exits is restarted this
+    #                           many times in a run (the arm holds meanwhile); one more exit stops the arm
 
 
 @dataclass
@@ -175,6 +177,9 @@ def robot_config_from_dict(d: dict, source: str = "<memory>") -> RobotConfig:
         v = getattr(safety, key)
         if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
             raise UserError(f"{src}: [safety].{key}: must be a positive number of seconds")
+    if not (isinstance(safety.policy_restarts, int) and not isinstance(safety.policy_restarts, bool)
+            and safety.policy_restarts >= 0):
+        raise UserError(f"{src}: [safety].policy_restarts: must be a whole number >= 0")
     if safety.stop_after_s < safety.obs_stale_s:
         raise UserError(f"{src}: [safety].stop_after_s: must be >= obs_stale_s")
     driver_options = d.pop("driver_options", {})

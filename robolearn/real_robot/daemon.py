@@ -16,6 +16,13 @@ images, goal state; None = no goal). `set_goal` changes it from any thread (the 
 `goal <instruction>` line does); it is checked against the goal modalities the policy was trained
 with, and the first chunk requested after the change is for the new goal.
 
+Policy supervision: with a `PolicyProcess` (`--inference process`) the daemon checks the child every
+tick; an exit is logged with its exit code (`policy_exit`), the arm holds and the process is restarted
+(`policy_restarted`) up to `[safety].policy_restarts` times; the exit after that stops the arm and
+ends the run with `fatal` set (the CLI prints it as one line and exits non-zero). Likewise a policy
+server that stays unreachable (requests timing out) for longer than `[safety].stop_after_s`: stop
+and end, never retry forever.
+
 `run()` ends with `finally: driver.stop()`. `tick(now)` is the whole cycle for
 one time value, so tests can drive it with a fake clock.
 """
@@ -42,7 +49,7 @@ from robolearn.real_robot.model import Kinematics
 from robolearn.real_robot.safety import SafetyFilter
 from robolearn.policies.scheduling import Chunk, ChunkScheduler
 from robolearn.real_robot.watchdog import HOLD, STOP, Watchdog
-from robolearn.real_robot.worker import ObsHistory, PolicyWorker, Request, obs_from_state
+from robolearn.real_robot.worker import ObsHistory, PolicyProcess, PolicyWorker, Request, obs_from_state
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,12 @@ class PolicySpec:
 class Daemon:
     def __init__(self, cfg: RobotConfig, driver: Driver, policy, events: EventLog | None = None,
                  kinematics: Kinematics | None = None, clock=time.monotonic, sleep=time.sleep,
-                 device: str = "cpu", recorder=None, goal: Goal | None = None):
+                 device: str = "cpu", recorder=None, goal: Goal | None = None,
+                 supervisor: PolicyProcess | None = None):
         self.cfg = cfg
+        self.supervisor = supervisor  # the policy's process, when it runs in one (policy = its client)
+        self.fatal: str | None = None  # why the run ended on a fault it cannot recover from (one line)
+        self._unreachable_since: float | None = None  # start of the first of consecutive unanswered requests
         self.recorder = recorder  # an EpisodeRecorder: (obs, action) at each new action slot
         self._rec_slot: int | None = None
         self.driver = driver
@@ -217,6 +228,8 @@ class Daemon:
             log.error("driver.stop() failed: %s", exc)
         self.events.emit("shutdown", self.tick_n, self.clock())
         self.worker.close()
+        if self.supervisor is not None:
+            self.supervisor.close()
         try:
             self.driver.close()
         except Exception as exc:
@@ -238,6 +251,7 @@ class Daemon:
             self._do_rearm(now)
         st = self._read_state(now)
         self._collect(now)
+        policy_down = self._supervise(now)
         wd.heartbeat(self.worker.last_beat, self.worker.alive)
         v = wd.verdict(now)
         if self.mode == STOPPED:
@@ -245,8 +259,8 @@ class Daemon:
         if v.level == STOP:
             self._enter_stop(now, v.reasons)
             return
-        if v.level == HOLD:
-            self._enter_hold(now, v.reasons, stale_plan=True)
+        if v.level == HOLD or policy_down:
+            self._enter_hold(now, v.reasons + policy_down, stale_plan=True)
             self._maybe_submit(now)
             return
         a, slot = self.sched.action_at(now, interpolate=self.adapter.interpolate)
@@ -275,10 +289,16 @@ class Daemon:
     def _collect(self, now: float) -> None:
         for r in self.worker.poll():
             self.watchdog.inference_end(now)
+            if r.gen != self.worker.gen:  # a request to a policy process that has since been replaced
+                self.events.emit("chunk_stale", self.tick_n, now, seq=r.seq, why="old_policy_process")
+                continue
             self.stats.inference_latency.append(r.t_end - r.t_start)
             if r.actions is None:
                 self.events.emit("policy_error", self.tick_n, now, error=r.error)
+                if r.unreachable and self._unreachable_since is None:
+                    self._unreachable_since = r.t_start
                 continue
+            self._unreachable_since = None
             if r.t_obs < self.resume_after or self.mode == STOPPED:
                 self.events.emit("chunk_stale", self.tick_n, now, seq=r.seq)
                 continue
@@ -287,6 +307,48 @@ class Daemon:
             self._chunk_t_obs[r.seq] = r.t_obs
             if dropped:
                 self.events.emit("chunk_late", self.tick_n, now, seq=r.seq, dropped=dropped)
+
+    def _supervise(self, now: float) -> list[str]:
+        """Watch the policy process (exit -> hold + restart, or stop past the restart budget) and the
+        policy server's reachability; returns the hold reasons for this tick ([] = none)."""
+        sup = self.supervisor
+        if sup is not None and sup.restarting:
+            out = sup.poll_restart()
+            if out is None:
+                return ["policy_restarting"]
+            if isinstance(out, BaseException):
+                self._fatal(now, "policy_restart_failed", f"the policy process could not be restarted ({out}); "
+                                                          "the arm is stopped")
+                return []
+            self.worker.set_policy(out)
+            self._unreachable_since = None
+            self.events.emit("policy_restarted", self.tick_n, now, restarts=sup.restarts, pid=sup.proc.pid)
+            log.warning("policy process restarted (pid %d, restart %d of %d)", sup.proc.pid, sup.restarts,
+                        sup.max_restarts)
+        if sup is not None and self.fatal is None and sup.exited():
+            code = sup.exitcode()
+            self.events.emit("policy_exit", self.tick_n, now, exitcode=code, restarts=sup.restarts)
+            log.error("the policy process exited with code %s (%s)", code, _describe_exit(code))
+            if sup.restarts >= sup.max_restarts:
+                self._fatal(now, "policy_exit", f"the policy process exited with code {code} "
+                            f"({_describe_exit(code)}) after {sup.restarts} restart(s) "
+                            f"([safety].policy_restarts = {sup.max_restarts}); the arm is stopped")
+                return []
+            sup.restart()
+            return ["policy_exit"]
+        since = self._unreachable_since
+        if since is not None and now - since > self.cfg.safety.stop_after_s:
+            self._fatal(now, "policy_unreachable", f"the policy server did not answer for {now - since:.1f} s "
+                        f"(> [safety].stop_after_s = {self.cfg.safety.stop_after_s:g} s); the arm is stopped")
+        return []
+
+    def _fatal(self, now: float, reason: str, message: str) -> None:
+        """Stop the arm and end the run: a fault the daemon does not recover from by itself."""
+        if self.fatal is None:
+            self.fatal = message
+            log.error(message)
+        self._enter_stop(now, [reason])
+        self.request_quit()
 
     def _command(self, now: float, a: np.ndarray, slot: int, st=None) -> None:
         q_target, g = self.adapter.target(a, slot, self.safety.q_prev)
@@ -326,6 +388,8 @@ class Daemon:
 
     def _maybe_submit(self, now: float) -> None:
         if self.worker.busy or self.mode == STOPPED or not self.worker.alive:
+            return
+        if self.supervisor is not None and self.supervisor.restarting:
             return
         st = self.obs.latest()
         if st is None or now - st.t > self.cfg.safety.obs_stale_s:
@@ -401,6 +465,20 @@ class Daemon:
         self.sched.clear()
         self.resume_after = now
         self.events.emit("rearm", self.tick_n, now)
+
+
+def _describe_exit(code: int | None) -> str:
+    """'killed by SIGKILL' for a negative exit code, 'exit status N' otherwise."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
 
 
 def _obs_keys_of(st) -> set[str]:

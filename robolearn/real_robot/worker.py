@@ -16,7 +16,16 @@ accepts `prefix` and `prefix_len` keywords gets the committed actions
 actions continue them (for a diffusion head: inpaint those positions at every
 denoising step, or guide towards them). Policies without the hook are called
 the plain way and the scheduler blends instead.
+
+Supervised policy process (`PolicyProcess`, `robolearn serve --inference process`): the policy
+server runs in a child process; the daemon asks `exitcode()` every tick (a non-blocking `waitpid`),
+so an exit is seen in the tick it happens, not as a request timeout. The daemon then holds, logs the
+exit code and `restart()`s the process in a helper thread (spawning and loading a checkpoint takes
+seconds; the control loop never waits for it) up to `[safety].policy_restarts` times; the new client
+replaces the old one through `PolicyWorker.set_policy`, which bumps the worker's generation so a late
+answer from the dead process (its request timing out) is recognised and dropped.
 """
+
 
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +102,8 @@ class Result:
     actions: np.ndarray | None  # (H, D) or None on error
     prefix_used: int = 0
     error: str = ""
+    gen: int = 0  # the worker's policy generation the request ran on (see `PolicyWorker.set_policy`)
+    unreachable: bool = False  # the error was a timeout/connection failure (a policy server not answering)
 
 
 def validate_chunk(out, action_dim: int) -> np.ndarray:
@@ -112,6 +124,7 @@ class PolicyWorker:
         self.action_dim = action_dim
         self.device = device
         self.has_prefix_hook = supports_prefix(policy)
+        self.gen = 0
         self._req: queue.Queue[Request | None] = queue.Queue(maxsize=1)
         self._res: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self.busy = False
@@ -125,6 +138,13 @@ class PolicyWorker:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def set_policy(self, policy) -> None:
+        """Swap the policy (a restarted policy process's client); a request already running finishes on
+        the old one and its result carries the old generation."""
+        self.policy = policy
+        self.has_prefix_hook = supports_prefix(policy)
+        self.gen += 1
 
     def submit(self, req: Request) -> bool:
         if self.busy:
@@ -168,13 +188,14 @@ class PolicyWorker:
                 continue
             if req is None:
                 return
-            t0 = self.clock()
+            t0, gen, policy, hook = self.clock(), self.gen, self.policy, self.has_prefix_hook
             try:
-                actions, used = self._infer(torch, req)
-                res = Result(req.seq, req.t_obs, req.k0, t0, self.clock(), actions, used)
+                actions, used = self._infer(torch, req, policy, hook)
+                res = Result(req.seq, req.t_obs, req.k0, t0, self.clock(), actions, used, gen=gen)
             except Exception as exc:  # a failing policy must never take the loop down
                 log.warning("policy inference failed: %s", exc)
-                res = Result(req.seq, req.t_obs, req.k0, t0, self.clock(), None, error=f"{type(exc).__name__}: {exc}")
+                res = Result(req.seq, req.t_obs, req.k0, t0, self.clock(), None, error=f"{type(exc).__name__}: {exc}",
+                             gen=gen, unreachable=isinstance(exc, (TimeoutError, ConnectionError)))
             self._res.put(res)
             self.busy = False  # after the put: once idle, the result is there to poll
 
@@ -184,17 +205,91 @@ class PolicyWorker:
         import torch
 
         t0 = time.perf_counter()
-        self._infer(torch, req)
+        self._infer(torch, req, self.policy, self.has_prefix_hook)
         return time.perf_counter() - t0
 
-    def _infer(self, torch, req: Request) -> tuple[np.ndarray, int]:
+    def _infer(self, torch, req: Request, policy, hook: bool) -> tuple[np.ndarray, int]:
         obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None].to(self.device) for k, v in req.obs.items()}
         with torch.inference_mode():
-            if self.has_prefix_hook and req.prefix is not None:
+            if hook and req.prefix is not None:
                 prefix = torch.from_numpy(req.prefix.astype(np.float32))[None].to(self.device)  # (1, P, D)
-                out = self.policy.predict_action_chunk(obs, goal=req.goal, prefix=prefix, prefix_len=len(req.prefix))
+                out = policy.predict_action_chunk(obs, goal=req.goal, prefix=prefix, prefix_len=len(req.prefix))
                 used = len(req.prefix)
             else:
-                out = self.policy.predict_action_chunk(obs, goal=req.goal)
+                out = policy.predict_action_chunk(obs, goal=req.goal)
                 used = 0
         return validate_chunk(out, self.action_dim), used
+
+
+class PolicyProcess:
+    """A policy server in a child process, supervised by the daemon (see the module docstring).
+
+    `spawn()` -> (process, client) starts one (e.g. `remote.spawn_local_server` with its arguments
+    bound); it is called once here and again, in a helper thread, by `restart()`."""
+
+    def __init__(self, spawn: Callable[[], tuple], max_restarts: int):
+        self._spawn = spawn
+        self.max_restarts = int(max_restarts)
+        self.restarts = 0
+        self.proc, self.policy = spawn()
+        self._thread: threading.Thread | None = None
+        self._outcome: tuple | None = None  # (process, client) or (None, exception) from the helper thread
+
+    def exited(self) -> bool:
+        """Has the child ended? Non-blocking: its sentinel (a pipe the kernel closes when the process
+        ends) is polled, which holds even when something else reaped the child first."""
+        from multiprocessing.connection import wait
+
+        return self.proc is not None and bool(wait([self.proc.sentinel], 0))
+
+    def exitcode(self) -> int | None:
+        """The exit code of an ended child (negative: killed by that signal; None if unknown), after
+        which the child is released: its sentinel is closed now, not whenever the garbage collector gets
+        to it (by then the descriptor number may belong to the next child's sentinel)."""
+        proc, self.proc = self.proc, None
+        proc.join(0.1)  # it has ended: this only reaps it
+        code = proc.exitcode
+        try:
+            proc.close()
+        except ValueError:  # not reaped (something else did): leave it to the garbage collector
+            pass
+        return code
+
+    @property
+    def restarting(self) -> bool:
+        return self._thread is not None
+
+    def restart(self) -> None:
+        """Start a new process in a helper thread; `poll_restart` tells when it is up."""
+        self.restarts += 1
+        self._outcome = None
+
+        def run() -> None:
+            try:
+                self._outcome = self._spawn()
+            except BaseException as exc:  # reported to the daemon, never raised in this thread
+                self._outcome = (None, exc)
+
+        self._thread = threading.Thread(target=run, name="policy-restart", daemon=True)
+        self._thread.start()
+
+    def poll_restart(self):
+        """None while the restart runs; then the new client (after which `exitcode()` watches the new
+        process), or the exception that made it fail."""
+        if self._thread is None or self._thread.is_alive():
+            return None
+        self._thread = None
+        proc, out = self._outcome
+        if proc is None:
+            return out if isinstance(out, BaseException) else RuntimeError("policy process did not start")
+        self.proc, self.policy = proc, out
+        return out
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join(10.0)  # a process being spawned must not outlive the daemon
+            if self._outcome is not None and self._outcome[0] is not None:
+                self.proc = self._outcome[0]
+        if self.proc is not None and self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join(2.0)
