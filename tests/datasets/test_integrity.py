@@ -342,3 +342,15 @@ def test_import_of_a_damaged_source_is_one_line_and_writes_nothing(tmp_path, cap
     lines = _lines(capsys)
     assert len(lines) == 1 and f"{src}: data/cam_image:" in lines[0] and "episode 1" in lines[0], lines
     assert list(out.iterdir()) == []
+
+
+def test_only_store_read_failures_become_one_line():
+    from robolearn.datasets.store import StoreDamaged
+    from robolearn.datasets.validate import store_read_failure
+
+    assert store_read_failure(KeyError("a bug in the sampler"), "s.zarr", 3, "no checkpoint written yet") is None
+    damaged = StoreDamaged("s.zarr: data/cam chunk c/0/0/0/0 (frame 4, episode 0): frame fails its crc32c checksum; "
+                           "run `robolearn data validate s.zarr`")
+    line = str(store_read_failure(damaged, "s.zarr", 3, "no checkpoint written yet"))
+    assert line.count("robolearn data validate") == 1 and "training stopped at step 3" in line
+    assert line.startswith("s.zarr: data/cam chunk c/0/0/0/0 (frame 4, episode 0): frame fails its crc32c checksum;")
