@@ -171,11 +171,10 @@ def collect(cfg: CollectConfig) -> dict:
     """Collect until the store holds cfg.episodes episodes; returns a summary."""
     from robolearn.sim import make
     from robolearn.sim.experts import EXPERTS, PHASES
+    from robolearn.sim.suite import get_spec
 
     cfg.validate()
     if cfg.task not in EXPERTS:
-        from robolearn.sim.suite import get_spec
-
         get_spec(cfg.task)  # unknown task -> UserError naming the known ones
         raise UserError(f"task: no scripted expert for {cfg.task!r}; have {sorted(EXPERTS)}")
     _require_rendering(cfg)
@@ -187,7 +186,7 @@ def collect(cfg: CollectConfig) -> dict:
     check_codec_keys(cfg.image_codecs(), steps, "--image-codec")  # lossy only for RGB cameras of this task
     probe.close()
     del probe
-    attrs = {"task": cfg.task, "env": env_attrs, "phase_names": PHASES,
+    attrs = {"task": cfg.task, "env": env_attrs, "phase_names": PHASES, "fps": int(get_spec(cfg.task).control_freq),
              "collect": {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress")}}  # fmt: skip
     store = _open_or_create(cfg, attrs)
     have = store.n_episodes

@@ -18,11 +18,13 @@ DEMOS = {"default": {}, "heavy_object": {"object_mass_scale": 4.0}}
 def test_collect_round_trip_with_conditions_and_resume(tmp_path):
     out = str(tmp_path / "lift.zarr")
     cfg = CollectConfig(task="lift", episodes=2, out=out, cameras=["agentview"], image_size=32, extraneous=1.0,
-                        demonstrators=DEMOS, language_fraction=0.5, progress=False)  # fmt: skip
+                        demonstrators=DEMOS, language_fraction=0.5, progress=False,
+                        image_codec="blosc")  # fmt: skip  (lossless: the replayed first frame matches exactly)
     collect(cfg)
     s = EpisodeStore.open(out)
     assert s.n_episodes == 2 and s.attrs["task"] == "lift"
     assert s.attrs["env"]["image_size"] == 32 and s.attrs["phase_names"] == PHASES
+    assert s.attrs["fps"] == 20  # the control rate: exporters (LeRobot) need it
     ep = s.get_episode(0)
     assert ep["agentview_image"].shape[1:] == (32, 32, 3) and ep["agentview_image"].dtype == np.uint8
     assert ep["phase"].dtype == np.int16 and ep["action"].shape[1] == 7
