@@ -154,7 +154,7 @@ def serve(args, device: str) -> int:
     from robolearn.real_robot.config import load_robot_config
     from robolearn.real_robot.control import ControlServer, install_signal_handlers
     from robolearn.real_robot.daemon import Daemon
-    from robolearn.real_robot.driver import make_driver
+    from robolearn.real_robot.driver import DriverError, make_driver
     from robolearn.real_robot.events import EventLog
 
     overrides = _parse_overrides(args.set)
@@ -198,6 +198,9 @@ def serve(args, device: str) -> int:
     except ValueError as exc:
         daemon.shutdown()
         raise UserError(f"{args.checkpoint or args.remote}: {exc}") from None
+    except DriverError as exc:  # the arm does not answer (address, power, FCI): one line, nothing moved
+        daemon.shutdown()
+        raise UserError(f"{cfg.source}: {exc}") from None
     print(f"serving {cfg.name} at {cfg.control_hz:g} Hz, mode {cfg.scheduling.mode}, goal {_describe(goal)}, "
           f"events -> {cfg.event_log}")
     stats = daemon.run(duration=args.duration)

@@ -69,6 +69,7 @@ class Driver(Protocol):
 DRIVERS = {
     "sim": "robolearn.real_robot.drivers.sim:SimDriver",
     "fake": "robolearn.real_robot.drivers.fake:FakeDriver",
+    "franka": "robolearn.real_robot.drivers.franka:FrankaDriver",
 }
 
 
