@@ -179,20 +179,71 @@ def limit_codec(store: EpisodeStore, obs_keys: list[str], n_windows: int) -> flo
     return n_windows / (time.perf_counter() - t0)
 
 
+def frame_reads(stores: dict[str, Path], n_windows: int, repeats: int) -> dict:
+    """The read path alone, without the sampler and DataLoader: the frames of the same window batches
+    (both cameras) decoded from bytes in RAM (codec), by read_frames on the checksummed store and on
+    the one without crc32c. Interleaved `repeats` x 3 times; frames/s medians. The checksum's cost
+    is the store's own, free of the DataLoader's noise."""
+    main = EpisodeStore.open(stores["store"])
+    batches = []
+    picks = window_picks(main.n_steps, n_windows)
+    for i in range(0, n_windows, BATCH):
+        batches.append(np.unique(np.concatenate([window_rows(main, int(t))[0] for t in picks[i : i + BATCH]])))
+    payloads = {k: shard_payloads(stores["store"], k) for k in CAMERAS}
+    handles = {name: EpisodeStore.open(stores[name]) for name in ("store", "store_nocrc")}
+    n_frames = sum(len(b) for b in batches) * len(CAMERAS)
+
+    def codec() -> None:
+        for rows in batches:
+            for k in CAMERAS:
+                data, spec, shape = payloads[k]
+                out = np.empty((len(rows), *shape), np.uint8)
+                for j, r in enumerate(rows.tolist()):
+                    codecs.decode_chunk(spec, data[r], (1, *shape), out=out[j : j + 1])
+
+    def reader(name: str):
+        def run() -> None:
+            for rows in batches:
+                for k in CAMERAS:
+                    handles[name].read_frames(k, rows)
+        return run
+
+    for fn in (codec, reader("store"), reader("store_nocrc")):  # warm: page cache, shard indexes
+        fn()
+    times: dict[str, list[float]] = {"codec_in_ram": [], "read_frames": [], "read_frames_nocrc": []}
+    for _ in range(3 * repeats):
+        for name, fn in (("codec_in_ram", codec), ("read_frames", reader("store")), ("read_frames_nocrc", reader("store_nocrc"))):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(n_frames / (time.perf_counter() - t0))
+    out = {k: {"frames_per_s": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]} for k, v in times.items()}
+    out["checksum_cost"] = round(1 - out["read_frames"]["frames_per_s"] / out["read_frames_nocrc"]["frames_per_s"], 3)
+    out["read_frames_vs_codec"] = round(out["read_frames"]["frames_per_s"] / out["codec_in_ram"]["frames_per_s"], 3)
+    out["frames_per_measurement"] = n_frames
+    out["load1"] = round(os.getloadavg()[0], 2)
+    return out
+
+
 def loader(path: Path, obs_keys: list[str], in_ram: bool, workers: int, batches: int) -> float:
     ds = WindowDataset(str(path), obs_keys=obs_keys, obs_horizon=OBS_HORIZON, action_horizon=ACTION_HORIZON, in_ram=in_ram)
     g = torch.Generator().manual_seed(0)
     dl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers, generator=g,
-                                     persistent_workers=False, drop_last=True)
+                                     persistent_workers=workers > 0, drop_last=True)  # a new epoch keeps its workers
     it = iter(dl)
-    next(it)  # start-up (worker spawn, first reads) is not throughput
-    t0 = time.perf_counter()
-    for _ in range(batches):
+
+    def step() -> None:
+        nonlocal it
         try:
             next(it)
-        except StopIteration:
+        except StopIteration:  # next epoch
             it = iter(dl)
             next(it)
+
+    for _ in range(max(1, workers)):  # start-up (worker spawn, first reads) is not throughput: one batch per worker
+        step()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        step()
     return batches * BATCH / (time.perf_counter() - t0)
 
 
@@ -219,7 +270,7 @@ def lerobot_rows(store_path: Path, tmp: Path, batches: int, repeats: int) -> tup
             out = tmp / f"lerobot_w{workers}.json"
             cmd = [str(python), str(script), str(dst), "--obs-horizon", str(OBS_HORIZON), "--action-horizon",
                    str(ACTION_HORIZON), "--batch", str(BATCH), "--workers", str(workers), "--batches", str(batches),
-                   "--warmup", "1", "--out", str(out)]
+                   "--warmup", str(max(1, workers)), "--out", str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 note[f"error_workers{workers}"] = proc.stderr.strip().splitlines()[-3:]
@@ -255,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="robolearn-loader-bench-"))
     try:
+        build_store(tmp / "warmup.zarr", 1, 20)  # imports and first-call costs stay out of the build timings
         stores = {"store": tmp / "store.zarr", "store_nocrc": tmp / "nocrc.zarr", "format1": tmp / "format1.zarr"}
         builds = {"store": build_store(stores["store"], args.episodes, args.steps),
                   "store_nocrc": build_store(stores["store_nocrc"], args.episodes, args.steps, checksums=False),
@@ -266,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
         n_windows = args.batches * BATCH
 
         sets = {"images": [*CAMERAS, "proprio"], "state": ["proprio"]}
+        batches = {"images": args.batches, "state": 5 * args.batches}  # state windows are ~10x cheaper: time them longer
         cells = []  # (set, row name, thunk)
         for name, keys in sets.items():
             cells.append((name, "limit_numpy_in_ram", lambda k=keys: limit_numpy(main_store, k, n_windows)))
@@ -274,9 +327,9 @@ def main(argv: list[str] | None = None) -> dict:
             for workers in (0, 2):
                 for row in ("store", "store_nocrc", "format1") if name == "images" else ("store", "format1"):
                     cells.append((name, f"{row}_workers{workers}",
-                                  lambda k=keys, r=row, w=workers: loader(stores[r], k, False, w, args.batches)))
+                                  lambda k=keys, r=row, w=workers, b=batches[name]: loader(stores[r], k, False, w, b)))
                 cells.append((name, f"ram_workers{workers}",
-                              lambda k=keys, w=workers: loader(stores["store"], k, True, w, args.batches)))
+                              lambda k=keys, w=workers, b=batches[name]: loader(stores["store"], k, True, w, b)))
         for F in args.shards:
             cells.append(("images", f"store_shard{F}_workers0",
                           lambda F=F: loader(stores[f"shard{F}"], sets["images"], False, 0, args.batches)))
@@ -291,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
         results: dict[str, dict] = {name: {} for name in sets}
         for (name, row), rs in runs.items():
             results[name][row] = {"windows_per_s": round(statistics.median(r["windows_per_s"] for r in rs), 1), "runs": rs}
+        reads = frame_reads(stores, n_windows, args.repeats)
+        print(f"read path: {json.dumps({k: v for k, v in reads.items() if not isinstance(v, dict)})}", file=sys.stderr, flush=True)
         lerobot_note = {"skipped": "--no-lerobot"}
         if not args.no_lerobot:
             rows, lerobot_note = lerobot_rows(stores["store"], tmp, args.lerobot_batches, args.repeats)
@@ -304,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
                     row[f"ratio_to_{lim}_limit"] = round(row["windows_per_s"] / value, 3)
         img = results["images"]
         checks = {
+            "checksum_cost_read_path": reads["checksum_cost"],
+            "read_frames_vs_codec_limit": reads["read_frames_vs_codec"],
             "checksum_cost_workers0": round(1 - img["store_workers0"]["windows_per_s"] / img["store_nocrc_workers0"]["windows_per_s"], 3),
             "checksum_cost_workers2": round(1 - img["store_workers2"]["windows_per_s"] / img["store_nocrc_workers2"]["windows_per_s"], 3),
             "store_vs_codec_limit_workers0": img["store_workers0"]["ratio_to_codec_limit"],
@@ -330,6 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "action_horizon": ACTION_HORIZON, "batch": BATCH, "batches_per_measurement": args.batches,
                       "repeats": args.repeats, "builds": builds},
             "results": results,
+            "read_path": reads,
             "checks": checks,
             "lerobot": lerobot_note,
         }
@@ -366,7 +424,9 @@ def markdown(r: dict) -> str:
         f"Budget: {s['episodes']} synthetic episodes, {s['steps']} steps, two 84x84 RGB cameras "
         f"({', '.join(f'{k}={v}' for k, v in s['camera_codec'].items())}) + proprio + actions; windows of "
         f"{s['obs_horizon']} obs steps and {s['action_horizon']} actions, batch {s['batch']}, "
-        f"{s['batches_per_measurement']} batches per measurement, median of {s['repeats']} interleaved repeats.",
+        f"{s['batches_per_measurement']} batches per image measurement ({5 * s['batches_per_measurement']} for state, "
+        f"a new epoch keeps its workers), after one warm-up batch per worker; median of {s['repeats']} "
+        "interleaved repeats. Build times are one run each.",
         "",
     ]
     for name, rows in r["results"].items():
@@ -383,6 +443,13 @@ def markdown(r: dict) -> str:
             lines.append(f"| {label} | {w or '-'} | {v['windows_per_s']:,.0f} | {v['ratio_to_numpy_limit']:.3f} | "
                          + (f"{v['ratio_to_codec_limit']:.2f} | " if has_codec else "") + f"{loads} |")
         lines.append("")
+    rp = r["read_path"]
+    lines += ["## Read path alone (both cameras' frames of the same batches, no sampler, no DataLoader)", "",
+              "| reader | frames/s (median) | runs |", "|---|---|---|"]
+    for k in ("codec_in_ram", "read_frames", "read_frames_nocrc"):
+        lines.append(f"| {k} | {rp[k]['frames_per_s']:,.0f} | {', '.join(f'{x:,.0f}' for x in rp[k]['runs'])} |")
+    lines += ["", f"crc32c cost on the read path: {rp['checksum_cost']:.1%}; read_frames / codec limit: "
+              f"{rp['read_frames_vs_codec']:.2f} (load {rp['load1']}).", ""]
     lines += ["## Checks", "", "| check | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["checks"].items()]
     lines += ["", "## Store builds (frames-per-shard sweep)", "", "| store | frames/shard | append s/episode | MB on disk | shard files per camera |",

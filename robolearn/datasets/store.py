@@ -72,6 +72,13 @@ warnings.filterwarnings("ignore", category=UserWarning, module="zarr.codecs.vlen
 class StoreDamaged(UserError):
     """A chunk of committed data is missing or fails its checksum."""
 
+    def __init__(self, message: str):
+        # re-raised by a DataLoader from one of its workers, the message is the worker's whole traceback:
+        # keep the one line it ends with
+        if "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split("StoreDamaged: ", 1)[-1]
+        super().__init__(message)
+
 
 def _lowdim_codecs() -> list:
     return [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"), *([Crc32cCodec()] if CHECKSUMS else [])]

@@ -109,6 +109,23 @@ def test_damaged_frame_raises_store_damaged_naming_array_chunk_and_episode(tmp_p
         EpisodeStore.open(path).get("action")
 
 
+def test_damage_found_in_a_dataloader_worker_is_one_line(tmp_path):
+    import torch
+
+    from robolearn.datasets.sampler import WindowDataset
+    from robolearn.datasets.store import StoreDamaged
+
+    path = tmp_path / "s.zarr"
+    frames_store(path)
+    shard = path / "data/cam/c/0/0/0/0"
+    shard.write_bytes(shard.read_bytes()[:-30] + bytes(30))  # the shard index is gone
+    ds = WindowDataset(str(path), obs_keys=["cam"], obs_horizon=1, action_horizon=1)
+    with pytest.raises(StoreDamaged) as info:
+        list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1))
+    assert "\n" not in str(info.value) and "data/cam chunk c/0/0/0/0" in str(info.value), str(info.value)
+    assert "shard index fails its crc32c checksum" in str(info.value)
+
+
 def test_sampler_reads_frames_through_the_fast_path(tmp_path):
     from robolearn.datasets.sampler import WindowDataset
 
