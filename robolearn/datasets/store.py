@@ -117,9 +117,10 @@ class _ShardFrames:
     one pread, one crc32c and one decode, none of zarr's per-chunk machinery. Shard indexes are
     cached with an open file descriptor: for good when the shard is full of committed frames
     (nothing rewrites it then), and keyed on the file's identity (inode, size, mtime) for the
-    tail shard, which every append replaces. At most `max_open` shards are held open."""
+    tail shard, which every append replaces. At most `max_open` shards are held open (least recently
+    used closed first), so memory and file descriptors stay bounded however large the store."""
 
-    def __init__(self, store: "EpisodeStore", key: str, arr: zarr.Array, spec, crc: bool = True, max_open: int = 256):
+    def __init__(self, store: "EpisodeStore", key: str, arr: zarr.Array, spec, crc: bool = True, max_open: int = 128):
         self._decode = codecs.decode_chunk
         self.store, self.key, self.spec, self.crc = store, key, spec, crc
         self.frames = int(arr.shards[0])
@@ -180,12 +181,14 @@ class _ShardFrames:
 
     def _open(self, shard: int) -> tuple[int, list]:
         """(fd, index) of shard `shard`, from the cache when the file cannot have changed."""
-        path = self.dir / self._encode_key((shard,) + (0,) * len(self.frame_shape))
-        full = (shard + 1) * self.frames <= self.store.n_steps
-        hit = self._cache.get(shard)
+        hit = self._cache.pop(shard, None)
         if hit is not None:
+            self._cache[shard] = hit  # most recently used last
             if hit[3]:  # was full of committed frames when cached: nothing rewrites it any more
                 return hit[1], hit[2]
+        path = self.dir / self._encode_key((shard,) + (0,) * len(self.frame_shape))
+        full = (shard + 1) * self.frames <= self.store.n_steps
+        if hit is not None:
             try:
                 st = os.stat(path)
             except OSError:
@@ -211,7 +214,7 @@ class _ShardFrames:
         except BaseException:
             os.close(fd)
             raise
-        if len(self._cache) >= self.max_open:
+        while self._cache and len(self._cache) >= self.max_open:  # close the least recently used
             os.close(self._cache.pop(next(iter(self._cache)))[1])
         self._cache[shard] = ((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), fd, index, full)
         return fd, index

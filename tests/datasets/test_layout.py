@@ -69,6 +69,9 @@ def test_read_frames_matches_zarr_in_any_order_with_repeats(tmp_path):
     assert got.shape == (10, 6, 5, 3) and got.dtype == np.uint8
     assert np.array_equal(got, store.array("cam").oindex[rows])
     assert store.read_frames("cam", []).shape == (0, 6, 5, 3)
+    reader = store._frame_readers["cam"]  # bounded: at most max_open shard files held open
+    reader.max_open = 2
+    assert np.array_equal(store.read_frames("cam", np.arange(21)), store.get("cam")) and len(reader._cache) <= 2
     with pytest.raises(IndexError):
         store.read_frames("cam", [21])  # beyond the committed steps
 
