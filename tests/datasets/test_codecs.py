@@ -101,6 +101,12 @@ def test_per_key_codecs_and_lossy_default_leave_other_arrays_lossless(tmp_path):
     assert store.attrs["image_codecs"] == {"cam_image": "webp:80", "wrist_image": "blosc"}
     assert np.array_equal(store.get("wrist_image"), ep["wrist_image"])
     assert not np.array_equal(store.get("cam_image"), ep["cam_image"])
+    # under a lossy default, a uint8 frame that is not RGB (a mask) stays lossless
+    store = EpisodeStore.create(tmp_path / "t.zarr", image_codecs="webp:90")
+    ep["mask_image"] = (ep["cam_image"][..., :1] > 128).astype(np.uint8)
+    store.append_episode(ep)
+    assert EpisodeStore.open(tmp_path / "t.zarr").attrs["image_codecs"]["mask_image"] == "blosc"
+    assert np.array_equal(EpisodeStore.open(tmp_path / "t.zarr").get("mask_image"), ep["mask_image"])
 
 
 @pytest.mark.parametrize("spec, match", [

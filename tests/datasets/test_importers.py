@@ -37,7 +37,7 @@ def test_diffusion_policy_round_trip(tmp_path, datagen, writer):
 
     dst = tmp_path / "out.zarr"
     assert detect_format(src) == "diffusion_policy"
-    import_diffusion_policy(src, dst)
+    import_diffusion_policy(src, dst, image_codecs="blosc")  # lossless: the frames come back exactly
     store = EpisodeStore.open(dst)
     _assert_same_episodes(store, episodes)
     assert store.attrs["source"] == {"format": "diffusion_policy", "path": str(src.resolve())}
@@ -60,7 +60,7 @@ def test_diffusion_policy_zip_and_meta_columns(tmp_path, datagen):
             if f.is_file():
                 zf.write(f, f.relative_to(src).as_posix())
 
-    import_dataset(archive, tmp_path / "out.zarr")  # format guessed from the .zip
+    import_dataset(archive, tmp_path / "out.zarr", image_codecs="blosc")  # format guessed from the .zip
     store = EpisodeStore.open(tmp_path / "out.zarr")
     _assert_same_episodes(store, episodes)
     np.testing.assert_array_equal(store.meta_column("seed"), [11, 12])
@@ -70,7 +70,7 @@ def test_robomimic_round_trip(tmp_path, datagen):
     src = tmp_path / "lift.hdf5"
     demos = datagen.write_robomimic(src)
     dst = tmp_path / "out.zarr"
-    import_robomimic(src, dst)
+    import_robomimic(src, dst, image_codecs="blosc")
     store = EpisodeStore.open(dst)
 
     order = ["demo_0", "demo_1", "demo_2", "demo_10"]  # numeric, not lexicographic
@@ -165,7 +165,7 @@ def test_empty_or_foreign_sources(tmp_path, datagen):
 def test_robolearn_store_as_zarr_source_keeps_meta_and_attrs(tmp_path, small_store):
     """Our own layout is a superset of diffusion_policy's: importing it keeps meta/episodes and attrs."""
     dst = tmp_path / "copy.zarr"
-    import_diffusion_policy(small_store, dst)
+    import_diffusion_policy(small_store, dst, image_codecs="blosc")
     src, out = EpisodeStore.open(small_store), EpisodeStore.open(dst)
     assert out.attrs["task"] == "lift" and out.attrs["source"]["format"] == "diffusion_policy"
     assert [out.episode_meta(i) for i in range(3)] == [src.episode_meta(i) for i in range(3)]
