@@ -49,9 +49,32 @@ def register(subparsers) -> None:
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGTERM)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. control_hz=200 scheduling.action_dt=0.05")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run the whole loop (state, inference, IK, safety filter) with the arm held: nothing is sent")
     p.add_argument("--policy-server", action="store_true", help="serve --checkpoint on --bind instead")
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="policy server address (loopback by default)")
     p.set_defaults(func=run)
+
+    r = subparsers.add_parser("robot", help="robot utilities: `robot check` before serving an arm",
+                              description="Robot utilities.")
+    rsub = r.add_subparsers(dest="robot_command", metavar="SUBCOMMAND", required=True)
+    c = rsub.add_parser("check", help="limits sanity, connection, state, a guarded motion and an e-stop test",
+                        description="Check an arm before `robolearn serve`: limits consistent and inside the "
+                                    "vendor datasheet, driver ping and state read, a small guarded motion of the "
+                                    "last joint, an e-stop and re-arm; prints a pass/fail table (exit 1 on a fail).",
+                        epilog="example:\n  robolearn robot check --robot real_robot/franka_fr3.toml",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--robot", required=True, help="robot config TOML (real_robot/<robot>.toml)")
+    c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as for serve")
+    c.set_defaults(func=robot_check)
+
+
+def robot_check(args) -> int:
+    from robolearn.real_robot.check import run_check
+    from robolearn.real_robot.config import load_robot_config
+
+    cfg = load_robot_config(args.robot, _parse_overrides(args.set))
+    return 0 if run_check(cfg) else 1
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -161,6 +184,11 @@ def serve(args, device: str) -> int:
     if args.mode:
         overrides["scheduling.mode"] = args.mode
     cfg = load_robot_config(args.robot, overrides)
+    from robolearn.real_robot.check import DryRunDriver, datasheet_problems
+
+    problems = datasheet_problems(cfg)  # limits beyond what the arm can do: refused before anything starts
+    if problems:
+        raise UserError(f"{cfg.source}: {problems[0]}")
     goal_args = GoalArgs(args)
     supervisor = None
     if args.remote:
@@ -186,6 +214,8 @@ def serve(args, device: str) -> int:
     if args.compile and device.startswith("cuda") and args.inference == "thread" and not args.remote:
         policy = torch.compile(policy)
     driver = make_driver(cfg.driver, cfg)
+    if args.dry_run:
+        driver = DryRunDriver(driver)
     try:
         daemon = Daemon(cfg, driver, policy, events=EventLog(cfg.event_log), device=device, goal=goal,
                         supervisor=supervisor)
@@ -208,6 +238,8 @@ def serve(args, device: str) -> int:
         control.close()
     n = len(stats.lateness)
     print(f"stopped after {n} ticks, {stats.deadline_misses} deadline misses")
+    if args.dry_run:
+        print(f"dry run: {driver.would_send} commands computed, none sent (the arm was held)")
     if daemon.fatal:  # the arm is already stopped; one line, non-zero exit
         raise UserError(daemon.fatal)
     return 0

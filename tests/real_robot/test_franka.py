@@ -267,3 +267,37 @@ def test_simulator_killed_mid_run_holds_then_stops(arm):
     assert d.mode == STOPPED or stop is not None
     assert [c for c in d.sent if c.t > hold["t"]] == []
     assert events(d, "shutdown")
+
+
+def test_robot_check_on_the_simulated_fr3(arm, capsys):
+    from robolearn.real_robot.check import run_check
+
+    assert run_check(fr3_cfg(arm)), capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "e-stop     PASS" in out and "re-armed" in out and "inside the fr3 datasheet" in out
+
+
+def test_an_arm_that_does_not_answer_is_one_line_within_the_timeout():
+    """Nothing listening (refused at once), and a listener that never answers (franky's own connect would
+    wait): a DriverError naming the address within connect_timeout_s."""
+    import socket
+
+    pytest.importorskip("franky", reason="franky-control is not installed: pip install \"robolearn[franka]\"")
+    from robolearn.real_robot.driver import DriverError, make_driver
+
+    host = f"127.0.{random.randint(2, 250)}.{random.randint(2, 250)}"
+    for listen in (False, True):
+        srv = None
+        if listen:  # accepts the TCP connection (backlog) and never says anything
+            srv = socket.socket()
+            srv.bind((host, 1337))
+            srv.listen(1)
+        try:
+            cfg = load_robot_config(FR3, {"driver_options.host": host, "driver_options.connect_timeout_s": 1.0})
+            drv = make_driver("franka", cfg)
+            with pytest.raises(DriverError, match=host):
+                drv.connect()
+            drv.close()
+        finally:
+            if srv is not None:
+                srv.close()
