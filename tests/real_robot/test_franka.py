@@ -83,7 +83,7 @@ def sim():
 
 @pytest.fixture
 def arm(sim):
-    """The running simulator (restarted if a test killed it), its arm back near the start pose."""
+    """The running simulator (restarted if a test killed it); each test starts from wherever the last left the arm."""
     if not sim.alive():
         sim.start()
     yield sim
@@ -219,6 +219,14 @@ def test_nan_action_never_reaches_the_arm(arm):
     assert len(late) > 10 and np.ptp(late, axis=0).max() < 0.01  # holding still
 
 
+def test_robot_check_on_the_simulated_fr3(arm, capsys):
+    from robolearn.real_robot.check import run_check
+
+    assert run_check(fr3_cfg(arm)), capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "e-stop     PASS" in out and "re-armed" in out and "inside the fr3 datasheet" in out
+
+
 def test_stale_state_holds_then_stops(arm):
     """The simulator freezes (SIGSTOP: no more state packets) mid-motion: hold in the first tick the state is
     older than obs_stale_s, stop once older than stop_after_s; nothing sent in between."""
@@ -267,14 +275,6 @@ def test_simulator_killed_mid_run_holds_then_stops(arm):
     assert d.mode == STOPPED or stop is not None
     assert [c for c in d.sent if c.t > hold["t"]] == []
     assert events(d, "shutdown")
-
-
-def test_robot_check_on_the_simulated_fr3(arm, capsys):
-    from robolearn.real_robot.check import run_check
-
-    assert run_check(fr3_cfg(arm)), capsys.readouterr().out
-    out = capsys.readouterr().out
-    assert "e-stop     PASS" in out and "re-armed" in out and "inside the fr3 datasheet" in out
 
 
 def test_an_arm_that_does_not_answer_is_one_line_within_the_timeout():

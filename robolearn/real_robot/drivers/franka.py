@@ -40,9 +40,10 @@ the config frame's), `eef_quat` = `O_T_EE` rotation, xyzw. `O_T_EE` is the Frank
 + 0.1034 m); robosuite's Panda grip site, which the daemon's kinematics model uses for the workspace
 box and the IK, lies 7 mm further along the tool axis (measured against franky-sim).
 
-Driver options (`[driver_options]`): host, gripper (true), stiffness (Nm/rad, 7), damping (7 or
-omitted = critical), realtime ("enforce" | "ignore": franky refuses to run without a real-time
-kernel unless "ignore"), connect_timeout_s, state_poll_s, gripper_speed (m/s), grasp_force (N).
+Driver options (`[driver_options]`): host, arm ("fr3" | "panda": the datasheet `robolearn robot check`
+and `serve` hold the limits to), gripper (true), stiffness (Nm/rad, 7), damping (7 or omitted =
+critical), realtime ("enforce" | "ignore": franky refuses to run without a real-time kernel unless
+"ignore"), connect_timeout_s, state_poll_s, gripper_speed (m/s), grasp_force (N).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from robolearn.real_robot.driver import DriverError, JointCommand, RobotState
 log = logging.getLogger(__name__)
 
 NEEDED = ("Robot", "Gripper", "RealtimeConfig", "JointImpedanceTrackingMotion", "JointReference")
-DEFAULTS = dict(host="", gripper=True, stiffness=[600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0], damping=None,
+DEFAULTS = dict(host="", arm="fr3", gripper=True, stiffness=[600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0], damping=None,
                 realtime="enforce", connect_timeout_s=2.0, state_poll_s=0.002, gripper_speed=0.05,
                 grasp_force=20.0, gripper_poll_s=0.02)
 
