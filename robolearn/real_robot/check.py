@@ -9,7 +9,7 @@ The check runs, in order, stopping at the first failure that makes the rest mean
 3. connect    the driver connects (an address that does not answer fails within its timeout);
 4. state      two reads a moment apart: timestamps advance (the rate of distinct states is reported),
               joints inside their limits, end effector inside the box;
-5. motion     a guarded motion: the last joint (the wrist, the one that moves no mass) turns by
+5. motion     a guarded motion: the base joint (vertical axis: no gravity load, the stiffest) turns by
               `MOTION_RAD` and back, every target through the daemon's safety filter at the control rate;
               it must arrive within `TRACK_TOL` rad and no command may break the limits;
 6. e-stop     mid-motion `driver.stop()`: the arm comes to rest (joint spread < 0.01 rad over 0.3 s,
@@ -32,9 +32,10 @@ import numpy as np
 from robolearn.real_robot.config import RobotConfig
 from robolearn.real_robot.driver import DriverError, JointCommand
 
-MOTION_RAD = 0.1  # the guarded motion's amplitude on the last joint
+MOTION_RAD = 0.1  # the guarded motion's amplitude on the base joint (~5 cm at the hand)
 GUARD_RAD = 0.3  # rad: the motion is aborted (stop) when the arm is this far from its command
-TRACK_TOL = 0.05  # rad: how close the arm must come to the motion's end points (half the amplitude: it moved)
+TRACK_TOL = 0.05  # rad: how close the arm must come to the motion's end points: it covered at least half
+#                   (franky-sim's arm settles 0.02-0.03 rad short of a joint impedance target even at 600 Nm/rad)
 
 
 def arm_of(cfg: RobotConfig) -> str | None:
@@ -142,7 +143,7 @@ def _move(drv, cfg, safety, target: np.ndarray, seconds: float) -> list[str]:
     return problems
 
 
-def run_check(cfg: RobotConfig, driver=None, out=print) -> bool:
+def run_check(cfg: RobotConfig, driver=None, out=print, track_tol: float = TRACK_TOL) -> bool:
     """Run the checks, print the table; True when nothing failed. `driver` defaults to the config's."""
     from robolearn.real_robot.driver import make_driver
     from robolearn.real_robot.model import Kinematics
@@ -194,24 +195,26 @@ def run_check(cfg: RobotConfig, driver=None, out=print) -> bool:
         drv.hold()
         start = s1.q.copy()
         goal = start.copy()
-        goal[-1] = np.clip(goal[-1] + MOTION_RAD, cfg.joints.pos_min[-1] + 0.05, cfg.joints.pos_max[-1] - 0.05)
+        J = 0  # the wrist joints have low stiffness: franky-sim leaves them up to ~0.07 rad off in some poses
+        goal[J] = np.clip(goal[J] + MOTION_RAD, cfg.joints.pos_min[J] + 0.05, cfg.joints.pos_max[J] - 0.05)
         probs = _move(drv, cfg, safety, goal, 1.0)  # the filtered path arrives in well under a second
         _settle(drv)
-        err_out = abs(drv.read_state().q[-1] - goal[-1])
+        err_out = abs(drv.read_state().q[J] - goal[J])
         if not probs:
             probs += _move(drv, cfg, safety, start, 1.0)
         _settle(drv)
-        err_back = abs(drv.read_state().q[-1] - start[-1])
-        if err_out > TRACK_TOL or err_back > TRACK_TOL:
-            probs.append(f"tracking error {max(err_out, err_back):.3f} rad > {TRACK_TOL}")
+        err_back = abs(drv.read_state().q[J] - start[J])
+        if err_out > track_tol or err_back > track_tol:
+            probs.append(f"tracking error {max(err_out, err_back):.3f} rad > {track_tol} (--track-tol)")
         rows.append(Row("motion", "FAIL" if probs else "PASS", "; ".join(probs) or
-                        f"last joint {goal[-1] - start[-1]:+.3f} rad and back; errors {err_out:.4f} / {err_back:.4f} rad"))
+                        f"{cfg.joints.names[J]} {goal[J] - start[J]:+.3f} rad and back; "
+                        f"errors {err_out:.4f} / {err_back:.4f} rad"))
         if probs:
             raise _Skip("guarded motion failed: no e-stop test")
 
         safety.reset(drv.read_state().q, s1.gripper)
         target = start.copy()
-        target[-1] = goal[-1]
+        target[J] = goal[J]
         _move(drv, cfg, safety, target, 0.3)  # moving when the e-stop comes
         t_stop = time.monotonic()
         drv.stop()

@@ -61,11 +61,13 @@ def register(subparsers) -> None:
     c = rsub.add_parser("check", help="limits sanity, connection, state, a guarded motion and an e-stop test",
                         description="Check an arm before `robolearn serve`: limits consistent and inside the "
                                     "vendor datasheet, driver ping and state read, a small guarded motion of the "
-                                    "last joint, an e-stop and re-arm; prints a pass/fail table (exit 1 on a fail).",
+                                    "base joint, an e-stop and re-arm; prints a pass/fail table (exit 1 on a fail).",
                         epilog="example:\n  robolearn robot check --robot real_robot/franka_fr3.toml",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--robot", required=True, help="robot config TOML (real_robot/<robot>.toml)")
     c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as for serve")
+    c.add_argument("--track-tol", type=float, default=0.05,
+                   help="rad the guarded motion may end short of its targets (default 0.05: half its amplitude)")
     c.set_defaults(func=robot_check)
 
 
@@ -74,7 +76,7 @@ def robot_check(args) -> int:
     from robolearn.real_robot.config import load_robot_config
 
     cfg = load_robot_config(args.robot, _parse_overrides(args.set))
-    return 0 if run_check(cfg) else 1
+    return 0 if run_check(cfg, track_tol=args.track_tol) else 1
 
 
 def _parse_overrides(items: list[str]) -> dict:
