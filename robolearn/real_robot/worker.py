@@ -18,8 +18,8 @@ denoising step, or guide towards them). Policies without the hook are called
 the plain way and the scheduler blends instead.
 
 Supervised policy process (`PolicyProcess`, `robolearn serve --inference process`): the policy
-server runs in a child process; the daemon asks `exitcode()` every tick (a non-blocking `waitpid`),
-so an exit is seen in the tick it happens, not as a request timeout. The daemon then holds, logs the
+server runs in a child process; the daemon asks `exited()` every tick (a non-blocking `waitpid` and
+a look at the process table), so an exit is seen in the tick it happens, not as a request timeout. The daemon then holds, logs the
 exit code and `restart()`s the process in a helper thread (spawning and loading a checkpoint takes
 seconds; the control loop never waits for it) up to `[safety].policy_restarts` times; the new client
 replaces the old one through `PolicyWorker.set_policy`, which bumps the worker's generation so a late
