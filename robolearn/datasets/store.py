@@ -876,10 +876,11 @@ class EpisodeStore:
 
 
 def layout_of(store: EpisodeStore) -> dict[str, Any]:
-    """`create` kwargs that give a new store `store`'s camera codecs and shard size (defaults for a format-1 store)."""
+    """`create` kwargs that give a new store `store`'s camera codecs and shard size (a format-1 store's
+    cameras are lossless Blosc: so are the copy's)."""
     attrs = store.attrs
     if store.format_version < 2:
-        return {}
+        return {"image_codecs": {"*": codecs.LOSSLESS}}
     codecs_by_key = dict(attrs.get("image_codecs", {}) or {})
     for key in store.keys:  # the codec each camera array records itself wins
         spec = store.array(key).attrs.get("image_codec")
@@ -978,8 +979,8 @@ def rechunk(src: str | os.PathLike, out: str | os.PathLike | None = None,
     episode was copied (in place: the old and new directories are swapped in one atomic rename,
     then the old one is deleted), so on any error -- a damaged chunk in `src`, a bad codec spec,
     a full disk -- nothing changes. `image_codecs`: "SPEC" for every camera or ["KEY=SPEC", ...]
-    (codecs.parse_image_codec_options); cameras not named keep their codec (format-1 stores:
-    the default). `frames_per_shard`: default the store's own, else FRAMES_PER_SHARD. Reads one
+    (codecs.parse_image_codec_options); cameras not named keep their codec (a format-1 store's
+    are lossless Blosc: rechunk never makes frames lossy unless asked). `frames_per_shard`: default the store's own, else FRAMES_PER_SHARD. Reads one
     episode at a time. -> a summary dict (episodes, steps, codecs, frames_per_shard, bytes)."""
     from tqdm.auto import tqdm
 
@@ -1002,7 +1003,7 @@ def rechunk(src: str | os.PathLike, out: str | os.PathLike | None = None,
         for k in cameras:  # named > the new default (lossless for non-RGB frames) > the camera's own codec
             shape, dtype = arrays[k].shape, arrays[k].dtype
             chosen[k] = named.get(k) or str(codecs.spec_for_array(default, k, shape, dtype) if default else
-                                            current.get(k) or codecs.spec_for_array(None, k, shape, dtype))
+                                            current.get(k) or current.get("*") or codecs.LOSSLESS)
         shard = int(frames_per_shard or layout.get("frames_per_shard") or FRAMES_PER_SHARD)
         before = source.nbytes_stored()
         if in_place:

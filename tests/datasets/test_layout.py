@@ -24,7 +24,7 @@ def codec_names(meta: dict) -> list[str]:
 
 def test_every_array_is_checksummed_and_cameras_are_sharded(tmp_path):
     path = tmp_path / "s.zarr"
-    store = EpisodeStore.create(path, frames_per_shard=4)
+    store = EpisodeStore.create(path, frames_per_shard=4, image_codecs="blosc")
     for e in range(2):
         store.append_episode({"cam": np.zeros((6, 8, 8, 3), np.uint8), "action": np.zeros((6, 2), np.float32)},
                              {"instruction": f"task {e}", "seed": e})
@@ -53,7 +53,7 @@ def test_every_array_is_checksummed_and_cameras_are_sharded(tmp_path):
 
 def frames_store(path, lengths=(7, 5, 9), frames_per_shard=4) -> EpisodeStore:
     """Episode e, step k: every pixel of camera frame = 20 e + k (+1 in channel 1)."""
-    store = EpisodeStore.create(path, frames_per_shard=frames_per_shard)
+    store = EpisodeStore.create(path, frames_per_shard=frames_per_shard, image_codecs="blosc")  # exact pixels
     for e, T in enumerate(lengths):
         v = (20 * e + np.arange(T)).astype(np.uint8)[:, None, None, None]
         cam = np.broadcast_to(v, (T, 6, 5, 3)).copy()

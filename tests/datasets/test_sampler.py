@@ -16,7 +16,7 @@ LENGTHS = (6, 3, 9)
 @pytest.fixture
 def store(tmp_path):
     """Episode e, step k: state = 100 e + k, action = -(100 e + k), image pixels = 10 e + k."""
-    s = EpisodeStore.create(tmp_path / "s.zarr")
+    s = EpisodeStore.create(tmp_path / "s.zarr", image_codecs="blosc")  # exact pixel values
     for e, T in enumerate(LENGTHS):
         k = np.arange(T)
         s.append_episode(

@@ -67,7 +67,7 @@ def test_append_reopen_round_trip_all_dtypes(tmp_path):
     metas = [{"task": "lift", "seed": 7, "success": True, "score": 0.5},
              {"task": "can", "seed": 8, "success": False, "score": 1.5, "instruction": "pick the can"},
              {"task": "", "seed": -3, "success": True, "score": -2.0}]
-    with EpisodeStore.create(tmp_path / "s.zarr", attrs={"task": "lift", "env": {"image_size": 84}}) as store:
+    with EpisodeStore.create(tmp_path / "s.zarr", attrs={"task": "lift", "env": {"image_size": 84}}, image_codecs="blosc") as store:
         for ep, meta in zip(episodes, metas):
             store.append_episode(ep, meta)
 
@@ -144,7 +144,7 @@ def test_open_trims_an_interrupted_append(tmp_path):
 @pytest.mark.parametrize("kill_after_s", [0.4, 0.9, 1.7])
 def test_writer_killed_mid_append_keeps_every_committed_episode(tmp_path, kill_after_s):
     path = tmp_path / "s.zarr"
-    EpisodeStore.create(path, frames_per_shard=4)  # many shard boundaries: appends rewrite and start shards
+    EpisodeStore.create(path, frames_per_shard=4, image_codecs="blosc")  # many shard boundaries: appends rewrite and start shards
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "100000", "0"], stdout=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # at least one episode committed before the kill
     assert first.strip() == "0"
@@ -169,7 +169,7 @@ def test_writer_killed_mid_append_keeps_every_committed_episode(tmp_path, kill_a
 
 def test_concurrent_reader_never_sees_a_partial_episode(tmp_path, watch_while_writing):
     path = tmp_path / "s.zarr"
-    EpisodeStore.create(path, frames_per_shard=4)  # many shard boundaries: appends rewrite and start shards
+    EpisodeStore.create(path, frames_per_shard=4, image_codecs="blosc")  # many shard boundaries: appends rewrite and start shards
     seen = set()
 
     def check(reader: EpisodeStore) -> None:
@@ -187,7 +187,7 @@ def test_concurrent_reader_never_sees_a_partial_episode(tmp_path, watch_while_wr
 
 def test_fsspec_memory_url_round_trip():
     url = f"memory://robolearn-test-{os.getpid()}-{time.time_ns()}/s.zarr"
-    store = EpisodeStore.create(url, attrs={"task": "lift"})
+    store = EpisodeStore.create(url, attrs={"task": "lift"}, image_codecs="blosc")
     store.append_episode({"action": np.arange(6, dtype=np.float32).reshape(3, 2), "cam": np.ones((3, 4, 4, 3), np.uint8)},
                          {"instruction": "lift the cube"})
     again = EpisodeStore.open(url)
@@ -198,7 +198,7 @@ def test_fsspec_memory_url_round_trip():
 
 def test_zip_store_export_and_read(tmp_path):
     rng = np.random.default_rng(2)
-    store = EpisodeStore.create(tmp_path / "s.zarr", attrs={"task": "lift"})
+    store = EpisodeStore.create(tmp_path / "s.zarr", attrs={"task": "lift"}, image_codecs="blosc")
     eps = [make_episode(rng, T) for T in (3, 6)]
     for ep in eps:
         store.append_episode(ep, {"seed": 1})
