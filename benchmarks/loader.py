@@ -1,7 +1,7 @@
 """Window sampler throughput against two limits, in one run (issues 18 and 21).
 
     python benchmarks/loader.py [--episodes 20] [--steps 150] [--batches 40] [--repeats 2] [--quick]
-                                [--no-lerobot] [--out benchmarks/results/loader.json]
+                                [--no-lerobot] [--image-codec blosc] [--out benchmarks/results/loader.json]
 
 Builds local stores of the same synthetic episodes (two 84x84 RGB cameras, proprio, actions, 20 fps),
 then measures training windows/s (obs horizon 2, 16-step action windows, batch 64, random order):
@@ -75,12 +75,15 @@ def episodes(n: int, steps: int):
         yield data
 
 
+IMAGE_CODEC = "blosc"  # --image-codec: the camera codec of the format-2 stores (format 1 is always blosc)
+
+
 def build_store(path: Path, n: int, steps: int, frames_per_shard: int | None = None, checksums: bool = True) -> dict:
     """A format-2 store; -> build facts (append seconds per episode, size, shard files)."""
     store_mod.CHECKSUMS = checksums
     try:
         t0 = time.perf_counter()
-        store = EpisodeStore.create(path, attrs={"fps": FPS}, frames_per_shard=frames_per_shard)
+        store = EpisodeStore.create(path, attrs={"fps": FPS}, frames_per_shard=frames_per_shard, image_codecs=IMAGE_CODEC)
         for data in episodes(n, steps):
             store.append_episode(data)
         build_s = time.perf_counter() - t0
@@ -318,12 +321,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--shards", type=int, nargs="*", default=[16, 256], help="extra frames-per-shard values to sweep")
     p.add_argument("--lerobot-batches", type=int, default=6, help="timed batches per LeRobot measurement")
     p.add_argument("--no-lerobot", action="store_true")
+    p.add_argument("--image-codec", default="blosc", help="camera codec of the format-2 stores (default blosc: the "
+                   "same lossless frames as format 1; lossy codecs are compared in benchmarks/codec.py)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     p.add_argument("--out", type=Path, help="also write the JSON here (and the .md table beside it)")
     args = p.parse_args(argv)
     if args.quick:
         args.episodes, args.steps, args.batches, args.repeats, args.shards, args.lerobot_batches = 3, 40, 3, 1, [8], 2
     torch.set_num_threads(1)
+    global IMAGE_CODEC
+    IMAGE_CODEC = args.image_codec
     started, load_start = time.time(), os.getloadavg()
 
     tmp = Path(tempfile.mkdtemp(prefix="robolearn-loader-bench-"))
