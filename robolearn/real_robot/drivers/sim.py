@@ -144,16 +144,24 @@ class StateSlot:
         np.frombuffer(self.buf, dtype=np.float64)[:] = v
         self.seq.value += 1
 
-    def read(self, tries: int = 100) -> np.ndarray | None:
+    def read(self, tries: int = 100, wait_s: float = 0.005) -> np.ndarray | None:
+        """A consistent copy of the slot (None if none was published). Spins `tries` times, then keeps
+        retrying while yielding the CPU for up to `wait_s`: on a loaded machine the writer can be
+        descheduled mid-write, and spinning without yielding only keeps it from finishing."""
         arr = np.frombuffer(self.buf, dtype=np.float64)
-        for _ in range(tries):
-            s0 = self.seq.value
-            if s0 % 2:
-                continue
-            v = arr.copy()
-            if self.seq.value == s0:
-                return v if s0 > 0 else None
-        return None
+        deadline = None
+        while True:
+            for _ in range(tries):
+                s0 = self.seq.value
+                if s0 % 2:
+                    continue
+                v = arr.copy()
+                if self.seq.value == s0:
+                    return v if s0 > 0 else None
+            deadline = deadline or time.monotonic() + wait_s
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0)  # let the writer run
 
 
 def sim_main(conn, slot: StateSlot, model: str, base_pos, names: list[str], home: list[float], opts: dict) -> None:
