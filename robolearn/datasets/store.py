@@ -622,6 +622,9 @@ class EpisodeStore:
                         f"{self.path}: data/{k} expects steps of shape {arr.shape[1:]} {arr.dtype}, "
                         f"got {v.shape[1:]} {v.dtype}"
                     )
+        elif self.format_version >= 2:  # the first episode: a codec named for a key must fit it (lossy = RGB only)
+            named = {k: v for k, v in dict(self._root.attrs.get("image_codecs", {}) or {}).items() if k in data}
+            codecs.check_codec_keys(named, {k: (v.shape, v.dtype) for k, v in data.items()}, f"{self.path}: image_codecs")
         return length
 
     def append_episode(self, data: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> int:

@@ -209,3 +209,10 @@ def test_import_writes_frames_in_the_chosen_codec(tmp_path, datagen, capsys):
     assert main(["data", "import", str(src), str(bad), "--image-codec", "depth=webp"]) == 1
     assert "depth: lossy camera codec webp:90" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_a_lossy_codec_named_for_depth_through_the_api_is_refused_before_anything_is_written(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s.zarr", image_codecs={"depth": "webp:90"})
+    with pytest.raises(UserError, match="depth: lossy camera codec webp:90"):
+        store.append_episode({"depth": np.zeros((3, 8, 8, 1), np.float32), "action": np.zeros((3, 2), np.float32)})
+    assert store.keys == [] and store.n_episodes == 0
