@@ -514,7 +514,10 @@ def _value_problems(scan: _Scan, arr: zarr.Array, stats: dict, fresh: bool) -> l
     if fresh and scan.lo is not None and isinstance(entry, dict) and "min" in entry:
         smin, smax = np.asarray(entry["min"], np.float64), np.asarray(entry["max"], np.float64)
         if smin.shape == scan.lo.shape:
-            tol = 1e-6 * (1 + np.maximum(np.abs(smin), np.abs(smax)))
+            # far outside only: a dtype changed in the metadata reinterprets the bytes (floats read as
+            # ints are ~1e9), while statistics set on purpose (one normalisation shared by several
+            # stores) may leave the data somewhat outside the recorded range
+            tol = 100 * (1 + (smax - smin) + np.maximum(np.abs(smin), np.abs(smax)))
             off = (scan.lo < smin - tol) | (scan.hi > smax + tol)
             if off.any():
                 c = int(np.argmax(off))

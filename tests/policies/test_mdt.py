@@ -209,7 +209,7 @@ def test_sampler_gives_the_frame_future_steps_ahead_clipped_to_the_episode(tmp_p
     batched reads the DataLoader uses and one window at a time."""
     from robolearn.datasets.sampler import WindowDataset
 
-    store = EpisodeStore.create(str(tmp_path / "f.zarr"), attrs={"task": "toy"})
+    store = EpisodeStore.create(str(tmp_path / "f.zarr"), attrs={"task": "toy"}, image_codecs="blosc")  # exact tags
     for length in (5, 7):
         frames = np.zeros((length, 8, 8, 3), np.uint8)
         frames[:, 0, 0, 0] = np.arange(length) + 10 * length  # each frame tagged with its step
