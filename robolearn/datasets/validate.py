@@ -698,7 +698,7 @@ def check_before_reading(path: str | os.PathLike, keys: Iterable[str], meta_fiel
     if report.skipped:
         damaged = sorted({p.key for p in ignored if p.key})
         note = f"; damage found in {', '.join(damaged)}: {ignored[0]}" if damaged else ""
-        (log.warning if damaged else log.info)("%s: %s reads %s; skipped checking the chunks of %s (not read)%s", path,
+        (log.warning if damaged else log.info)("%s: %s reads %s; did not check the chunks of %s (not read)%s", path,
                                                command, ", ".join(keys) or "no data keys", ", ".join(report.skipped), note)
     elif ignored:
         log.warning("%s: %s does not read %s, which is damaged: %s", path, command, ignored[0].key, ignored[0])
