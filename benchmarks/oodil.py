@@ -204,8 +204,9 @@ def render(data: dict) -> str:
               "default-dynamics simulator (env steps in the table), 400 imitator + 300 discriminator steps per round; "
               "the feasibility baseline the same loop without modes. Imitation: benchmarks/success.py's CPU profile, "
               "BC 2000 steps, diffusion 1000 steps, state observations, one evaluation of the last checkpoint. "
-              "Not run in the CPU budget: stack imitation, lift diffusion with feasibility/oracle weights "
-              "(benchmarks/oodil_gpu.sh runs every cell at 200 demos)."]
+              "Every cell is filled; on stack, diffusion at 1000 steps does not learn the task under any weighting "
+              "(0.00-0.02), so those four rows say nothing about the weights: benchmarks/oodil_gpu.sh runs every "
+              "cell at 200 demos and a longer schedule."]
     lines += ["", f"Machine: {machine()}. Commands: " + "; ".join(sorted({r['command'] for s in data.values() for r in s}))]
     text = "\n".join(lines) + "\n"
     (RESULTS / "oodil.md").write_text(text)
