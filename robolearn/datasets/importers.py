@@ -86,6 +86,21 @@ def import_dataset(
     return importers[fmt](src, dst, overwrite=overwrite, progress=progress, image_codecs=image_codecs)
 
 
+def append_labelled(store, episodes, src, image_codecs) -> None:
+    """Append `(label, (data, meta))` pairs from an importer; an episode the store refuses names its
+    source and label, and the first one is checked against the --image-codec keys (a codec named for a
+    key the source lacks, or a lossy one for a key that is not an RGB camera)."""
+    from robolearn.datasets.codecs import check_codec_keys
+
+    for label, (data, meta) in episodes:
+        if not store.n_episodes:
+            check_codec_keys(image_codecs, data, f"{src}: --image-codec")
+        try:
+            store.append_episode(data, meta)
+        except UserError as exc:
+            raise UserError(f"{src}: {label}: {str(exc).replace(store.path + ': ', '')}") from exc
+
+
 def _write_store(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -97,7 +112,7 @@ def _write_store(
     image_codecs: str | dict[str, str] | None = None,
 ) -> str:
     """Append `episodes` ((label, (data, meta)) pairs) to a store built atomically at `dst`."""
-    from robolearn.datasets.codecs import check_codec_keys, parse_image_codec_options
+    from robolearn.datasets.codecs import parse_image_codec_options
 
     from tqdm.auto import tqdm
 
@@ -106,13 +121,7 @@ def _write_store(
     image_codecs = parse_image_codec_options(image_codecs, "--image-codec")
     with AtomicStoreWriter(dst, attrs=attrs, overwrite=overwrite, image_codecs=image_codecs) as store:
         bar = tqdm(episodes, total=n_episodes, desc=f"import {Path(str(src)).name}", unit="ep", disable=None if progress else True)
-        for label, (data, meta) in bar:
-            if not store.n_episodes:  # a lossy codec named for a key that is not an RGB camera
-                check_codec_keys(image_codecs, data, f"{src}: --image-codec")
-            try:
-                store.append_episode(data, meta)
-            except UserError as exc:
-                raise UserError(f"{src}: {label}: {str(exc).replace(store.path + ': ', '')}") from exc
+        append_labelled(store, bar, src, image_codecs)
         problems = validate_store(store.path)
         if problems:
             raise UserError(f"{src}: imported store fails validation: {problems[0]}")

@@ -376,7 +376,8 @@ def import_lerobot(
     `image_codecs`: the new store's camera codecs, as `robolearn data import --image-codec` takes them."""
     from tqdm.auto import tqdm
 
-    from robolearn.datasets.codecs import check_codec_keys, parse_image_codec_options
+    from robolearn.datasets.codecs import parse_image_codec_options
+    from robolearn.datasets.importers import append_labelled
     from robolearn.datasets.store import AtomicStoreWriter, store_exists
     from robolearn.datasets.validate import validate_store
 
@@ -402,13 +403,7 @@ def import_lerobot(
     with AtomicStoreWriter(dst, attrs=attrs, overwrite=overwrite, image_codecs=image_codecs) as store:
         bar = tqdm(_lerobot_episodes(root, info, plan, episodes), total=len(episodes), desc=f"import {root.name}",
                    unit="ep", disable=None if progress else True)
-        for label, (data, meta) in bar:
-            if not store.n_episodes:  # a lossy codec named for a key that is not an RGB camera
-                check_codec_keys(image_codecs, data, f"{root}: --image-codec")
-            try:
-                store.append_episode(data, meta)
-            except UserError as exc:
-                raise UserError(f"{root}: {label}: {str(exc).replace(store.path + ': ', '')}") from exc
+        append_labelled(store, bar, root, image_codecs)
         store.compute_stats()
         problems = validate_store(store.path)
         if problems:
